@@ -1,0 +1,5 @@
+//! (family: bits) - being written.
+
+use super::Spec;
+
+pub const COMMANDS: &[Spec] = &[];

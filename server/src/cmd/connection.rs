@@ -1,0 +1,5 @@
+//! (family: connection) - being written.
+
+use super::Spec;
+
+pub const COMMANDS: &[Spec] = &[];

@@ -1,0 +1,5 @@
+//! (family: docs) - being written.
+
+use super::Spec;
+
+pub const COMMANDS: &[Spec] = &[];

@@ -1,0 +1,5 @@
+//! (family: hashes) - being written.
+
+use super::Spec;
+
+pub const COMMANDS: &[Spec] = &[];

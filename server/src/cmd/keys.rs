@@ -1,0 +1,5 @@
+//! (family: keys) - being written.
+
+use super::Spec;
+
+pub const COMMANDS: &[Spec] = &[];

@@ -1,0 +1,5 @@
+//! (family: lists) - being written.
+
+use super::Spec;
+
+pub const COMMANDS: &[Spec] = &[];

@@ -1,0 +1,5 @@
+//! (family: pubsub) - being written.
+
+use super::Spec;
+
+pub const COMMANDS: &[Spec] = &[];

@@ -1,0 +1,5 @@
+//! (family: server) - being written.
+
+use super::Spec;
+
+pub const COMMANDS: &[Spec] = &[];

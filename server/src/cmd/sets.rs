@@ -1,0 +1,5 @@
+//! (family: sets) - being written.
+
+use super::Spec;
+
+pub const COMMANDS: &[Spec] = &[];

@@ -1,0 +1,5 @@
+//! (family: sort) - being written.
+
+use super::Spec;
+
+pub const COMMANDS: &[Spec] = &[];

@@ -1,0 +1,5 @@
+//! (family: strings) - being written.
+
+use super::Spec;
+
+pub const COMMANDS: &[Spec] = &[];

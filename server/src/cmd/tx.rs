@@ -1,0 +1,5 @@
+//! (family: tx) - being written.
+
+use super::Spec;
+
+pub const COMMANDS: &[Spec] = &[];

@@ -1,0 +1,5 @@
+//! (family: zsets) - being written.
+
+use super::Spec;
+
+pub const COMMANDS: &[Spec] = &[];

@@ -1,0 +1,762 @@
+//! One client connection: read, decode, dispatch, reply.
+//!
+//! The loop reads whatever the socket has, decodes every complete request in the buffer,
+//! runs them all under one acquisition of the keyspace lock, appends every reply to one
+//! output buffer, and writes that buffer once: a pipelined batch costs one lock and one
+//! write, however many commands it holds.
+//!
+//! Around each command sits Redis's `processCommand` logic: lookup and arity, AUTH gating,
+//! MULTI queueing, the RESP2 subscriber restrictions, OOM checks with eviction, CLIENT PAUSE,
+//! then the handler. Blocking commands register a waiter and park the connection until
+//! another client's write serves them (see [`serve_ready`]) or their timeout fires.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use redoubt_protocol::{Limits, ProtocolError, ReplyBuf, RequestDecoder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::cmd::{self, err, flags, BlockMode, BlockRequest, CmdError, Ctx, Spec};
+use crate::keyspace::{now_ms, Blob};
+use crate::shared::{ClientInfo, Push, Shared, State, Waiter};
+
+/// CLIENT REPLY mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyMode {
+    On,
+    Off,
+    Skip,
+}
+
+/// Per-connection state that commands may change.
+pub struct Conn {
+    pub id: u64,
+    pub info: Arc<ClientInfo>,
+    pub db: usize,
+    pub resp3: bool,
+    pub authenticated: bool,
+    /// Queued commands while in MULTI.
+    pub multi: Option<Vec<Vec<Bytes>>>,
+    /// A command failed to queue: EXEC must abort.
+    pub multi_error: bool,
+    /// WATCHed keys: (db, key, expire time when watched or None if absent).
+    pub watched: Vec<(usize, Blob, Option<i64>)>,
+    pub subs: HashSet<Bytes>,
+    pub psubs: HashSet<Bytes>,
+    pub reply_mode: ReplyMode,
+    /// Close once the pending replies are written (QUIT, protocol errors, CLIENT KILL).
+    pub close: bool,
+    pub monitor: bool,
+    pub no_touch: bool,
+}
+
+impl Conn {
+    pub fn in_subscribe_mode(&self) -> bool {
+        !self.subs.is_empty() || !self.psubs.is_empty()
+    }
+
+    /// Drops every WATCH of this connection.
+    pub fn unwatch(&mut self, st: &mut State) {
+        for (db, key, _) in self.watched.drain(..) {
+            let k = (db, key);
+            if let Some(ids) = st.ks.watched.get_mut(&k) {
+                ids.retain(|&i| i != self.id);
+                if ids.is_empty() {
+                    st.ks.watched.remove(&k);
+                }
+            }
+        }
+        st.ks.dirty_watchers.remove(&self.id);
+    }
+}
+
+/// What the connection loop must do after a batch.
+enum Flow {
+    Continue,
+    Block(BlockRequest, Vec<Bytes>),
+    /// CLIENT PAUSE is in effect for this command: retry it later.
+    Paused(Vec<Bytes>),
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let (addr, laddr) = match (stream.peer_addr(), stream.local_addr()) {
+        (Ok(a), Ok(l)) => (a, l),
+        _ => return,
+    };
+    let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let info = Arc::new(ClientInfo {
+        id,
+        addr,
+        laddr,
+        created: Instant::now(),
+        name: Default::default(),
+        lib_name: Default::default(),
+        lib_ver: Default::default(),
+        last_cmd: parking_lot::Mutex::new("NULL"),
+        last_interaction_ms: now_ms().into(),
+        db: 0.into(),
+        resp: 2.into(),
+        subs: 0.into(),
+        psubs: 0.into(),
+        in_multi: false.into(),
+        blocked: false.into(),
+        is_pubsub: false.into(),
+        is_monitor: false.into(),
+        no_evict: false.into(),
+        queued: 0.into(),
+        qbuf: 0.into(),
+        soft_since_ms: 0.into(),
+        tx,
+        killed: false.into(),
+    });
+    let authenticated = shared.config.read().requirepass.is_none();
+    shared.clients.insert(id, info.clone());
+    let span = tracing::debug_span!("conn", id, %addr);
+    let _e = span.enter();
+    tracing::debug!("accepted");
+    let conn = Conn {
+        id,
+        info,
+        db: 0,
+        resp3: false,
+        authenticated,
+        multi: None,
+        multi_error: false,
+        watched: Vec::new(),
+        subs: HashSet::new(),
+        psubs: HashSet::new(),
+        reply_mode: ReplyMode::On,
+        close: false,
+        monitor: false,
+        no_touch: false,
+    };
+    let mut c = Connection { stream, shared: shared.clone(), conn, rx, rbuf: BytesMut::with_capacity(16 * 1024) };
+    if let Err(e) = c.run().await {
+        tracing::debug!(error = %e, "connection ended");
+    }
+    c.cleanup();
+    shared.clients.remove(&id);
+}
+
+struct Connection {
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    conn: Conn,
+    rx: mpsc::UnboundedReceiver<Push>,
+    rbuf: BytesMut,
+}
+
+impl Connection {
+    fn limits(&self) -> Limits {
+        let c = self.shared.config.read();
+        Limits {
+            max_bulk_len: c.proto_max_bulk_len as i64,
+            max_multibulk_len: i32::MAX as i64,
+            query_buffer_limit: c.client_query_buffer_limit as usize,
+        }
+    }
+
+    async fn run(&mut self) -> std::io::Result<()> {
+        let mut decoder = RequestDecoder::new(self.limits());
+        let mut out = ReplyBuf::new(false);
+        let mut pending: Option<Vec<Bytes>> = None;
+        loop {
+            // 1. Run every complete request already buffered.
+            let flow = self.run_batch(&mut decoder, &mut out, pending.take());
+            self.conn.info.qbuf.store(self.rbuf.len(), Ordering::Relaxed);
+            if !out.is_empty() {
+                self.shared.counters.net_output_bytes.fetch_add(out.len() as u64, Ordering::Relaxed);
+                self.stream.write_all(&out.buf).await?;
+                out.buf.clear();
+                if out.buf.capacity() > 1 << 20 {
+                    // Don't keep a huge buffer around after one big reply.
+                    out.buf = BytesMut::with_capacity(16 * 1024);
+                }
+            }
+            if self.conn.close {
+                let _ = self.stream.shutdown().await;
+                return Ok(());
+            }
+            match flow {
+                Flow::Block(req, argv) => {
+                    if !self.wait_blocked(req, argv, &mut out).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Flow::Paused(argv) => {
+                    self.wait_unpaused().await;
+                    pending = Some(argv);
+                    continue;
+                }
+                Flow::Continue => {}
+            }
+            // 2. Wait for more bytes or for a push.
+            let idle = self.shared.config.read().timeout;
+            tokio::select! {
+                r = self.stream.read_buf(&mut self.rbuf) => {
+                    let n = r?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    self.shared.counters.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    self.conn.info.last_interaction_ms.store(now_ms(), Ordering::Relaxed);
+                }
+                Some(p) = self.rx.recv() => {
+                    if !self.handle_push(p, &mut out) {
+                        let _ = self.stream.write_all(&out.buf).await;
+                        return Ok(());
+                    }
+                    self.drain_pushes(&mut out);
+                }
+                _ = tokio::time::sleep(Duration::from_secs(idle.max(1))), if idle > 0
+                    && !self.conn.in_subscribe_mode() && !self.conn.monitor => {
+                    let last = self.conn.info.last_interaction_ms.load(Ordering::Relaxed);
+                    if now_ms() - last >= (idle as i64) * 1000 {
+                        tracing::debug!("closing idle client");
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Encodes queued pushes without waiting.
+    fn drain_pushes(&mut self, out: &mut ReplyBuf) {
+        while let Ok(p) = self.rx.try_recv() {
+            if !self.handle_push(p, out) {
+                self.conn.close = true;
+                return;
+            }
+        }
+    }
+
+    /// Encodes one push into `out`; false means the connection must close.
+    fn handle_push(&mut self, p: Push, out: &mut ReplyBuf) -> bool {
+        match p {
+            Push::Message { pattern, channel, payload } => {
+                let size = channel.len() + payload.len() + 32 + pattern.as_ref().map_or(0, |p| p.len());
+                self.conn.info.queued.fetch_sub(size.min(self.conn.info.queued.load(Ordering::Relaxed)), Ordering::Relaxed);
+                match pattern {
+                    Some(p) => {
+                        out.push(4);
+                        out.bulk(b"pmessage");
+                        out.bulk(&p);
+                    }
+                    None => {
+                        out.push(3);
+                        out.bulk(b"message");
+                    }
+                }
+                out.bulk(&channel);
+                out.bulk(&payload);
+                true
+            }
+            Push::Monitor(line) => {
+                self.conn.info.queued.fetch_sub(line.len().min(self.conn.info.queued.load(Ordering::Relaxed)), Ordering::Relaxed);
+                out.simple_bytes(&line);
+                true
+            }
+            Push::Served(bytes) => {
+                out.raw(&bytes);
+                true
+            }
+            Push::Kill => {
+                self.shared.counters.client_output_buffer_limit_disconnections.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Push::Wake | Push::UnblockError => true,
+        }
+    }
+
+    /// Decodes and runs buffered requests under one lock acquisition.
+    fn run_batch(&mut self, decoder: &mut RequestDecoder, out: &mut ReplyBuf, first: Option<Vec<Bytes>>) -> Flow {
+        if self.rbuf.is_empty() && first.is_none() {
+            return Flow::Continue;
+        }
+        let shared = self.shared.clone();
+        let mut st = shared.state.lock();
+        let mut next = first;
+        let mut flow = Flow::Continue;
+        loop {
+            let argv = match next.take() {
+                Some(a) => a,
+                None => {
+                    if self.conn.close {
+                        break;
+                    }
+                    match decoder.decode(&mut self.rbuf, !self.conn.authenticated) {
+                        Ok(Some(a)) => a,
+                        Ok(None) => break,
+                        Err(e) => {
+                            self.protocol_error(e, out);
+                            break;
+                        }
+                    }
+                }
+            };
+            match self.process(&mut st, argv, out) {
+                Flow::Continue => {}
+                f => {
+                    flow = f;
+                    break;
+                }
+            }
+        }
+        let events = after_commands(&shared, &mut st);
+        drop(st);
+        if !events.is_empty() {
+            let flags = shared.config.read().notify_keyspace_events;
+            shared.publish_events(events, flags);
+        }
+        flow
+    }
+
+    fn protocol_error(&mut self, e: ProtocolError, out: &mut ReplyBuf) {
+        match &e {
+            ProtocolError::QueryBufferLimit(_) => {
+                self.shared.counters.client_query_buffer_limit_disconnections.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(client = self.conn.id, "closing client that reached max query buffer length");
+            }
+            ProtocolError::Malformed(_) => tracing::debug!(error = %e, "protocol error"),
+        }
+        if let Some(text) = e.reply_text() {
+            out.error(&text);
+        }
+        self.conn.close = true;
+    }
+
+    /// Redis's processCommand: checks, queueing, then the call.
+    fn process(&mut self, st: &mut State, argv: Vec<Bytes>, out: &mut ReplyBuf) -> Flow {
+        let shared = self.shared.clone();
+        let spec = cmd::lookup(&argv[0]);
+        let mark = out.len();
+        let flow = match self.check(st, spec, &argv) {
+            Err(e) => {
+                if self.conn.multi.is_some() {
+                    self.conn.multi_error = true;
+                }
+                if let Some(s) = spec {
+                    stat(&shared, s, |c| c.rejected += 1);
+                }
+                reply_error(&shared, out, &e);
+                Flow::Continue
+            }
+            Ok(Some(Queued)) => {
+                self.conn.multi.as_mut().expect("in multi").push(argv);
+                out.simple("QUEUED");
+                Flow::Continue
+            }
+            Ok(None) => {
+                let spec = spec.expect("checked");
+                if self.paused_for(spec) {
+                    return Flow::Paused(argv);
+                }
+                if !shared.monitors.is_empty() && spec.flags & (flags::SKIP_MONITOR | flags::ADMIN) == 0 {
+                    feed_monitors(&shared, self.conn.db, &self.conn.info, &argv);
+                }
+                st.ks.now_ms = now_ms();
+                let mut ctx = Ctx {
+                    ks: &mut st.ks,
+                    srv: &shared,
+                    out,
+                    db: self.conn.db,
+                    client_id: self.conn.id,
+                    conn: Some(&mut self.conn),
+                    block_mode: BlockMode::Allowed,
+                    block: None,
+                    in_multi: false,
+                };
+                let block = call(&mut ctx, spec, &argv);
+                let db = ctx.db;
+                self.conn.db = db;
+                *self.conn.info.last_cmd.lock() = spec.name;
+                match block {
+                    Some(req) => Flow::Block(req, argv),
+                    None => {
+                        if !st.ks.ready.is_empty() {
+                            serve_ready(&shared, st);
+                        }
+                        Flow::Continue
+                    }
+                }
+            }
+        };
+        // CLIENT REPLY OFF/SKIP swallow replies (CLIENT REPLY ON itself replies).
+        match self.conn.reply_mode {
+            ReplyMode::On => {}
+            ReplyMode::Off => out.truncate(mark),
+            ReplyMode::Skip => {
+                out.truncate(mark);
+                self.conn.reply_mode = ReplyMode::On;
+            }
+        }
+        flow
+    }
+
+    /// Everything that can refuse or queue a command before it runs. Ok(Some) = queue it.
+    fn check(&mut self, st: &mut State, spec: Option<&'static Spec>, argv: &[Bytes]) -> Result<Option<Queued>, CmdError> {
+        let Some(spec) = spec else {
+            if !self.conn.authenticated {
+                return Err(CmdError::Static("NOAUTH Authentication required."));
+            }
+            return Err(CmdError::Owned(cmd::unknown_command_error(argv)));
+        };
+        if !spec.arity_ok(argv.len()) {
+            if !self.conn.authenticated && spec.flags & flags::NO_AUTH == 0 {
+                return Err(CmdError::Static("NOAUTH Authentication required."));
+            }
+            return Err(err::wrong_args(spec.name));
+        }
+        if !self.conn.authenticated && spec.flags & flags::NO_AUTH == 0 {
+            return Err(CmdError::Static("NOAUTH Authentication required."));
+        }
+        if self.conn.multi.is_some() && !matches!(spec.name, "exec" | "discard" | "multi" | "watch" | "quit" | "reset") {
+            if spec.flags & flags::NO_MULTI != 0 {
+                return Err(CmdError::Owned(format!("ERR Command not allowed inside a transaction")));
+            }
+            return Ok(Some(Queued));
+        }
+        if self.conn.in_subscribe_mode()
+            && !self.conn.resp3
+            && !matches!(
+                spec.name,
+                "subscribe" | "ssubscribe" | "unsubscribe" | "sunsubscribe" | "psubscribe" | "punsubscribe" | "ping" | "quit" | "reset"
+            )
+        {
+            return Err(CmdError::Owned(format!(
+                "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                spec.name
+            )));
+        }
+        if spec.flags & flags::DENYOOM != 0 || (spec.name == "exec" && self.multi_has_denyoom()) {
+            oom_check(&self.shared, st)?;
+        }
+        Ok(None)
+    }
+
+    fn multi_has_denyoom(&self) -> bool {
+        self.conn
+            .multi
+            .as_ref()
+            .is_some_and(|q| q.iter().any(|a| cmd::lookup(&a[0]).is_some_and(|s| s.flags & flags::DENYOOM != 0)))
+    }
+
+    fn paused_for(&self, spec: &Spec) -> bool {
+        let p = *self.shared.pause.lock();
+        if p.until_ms == 0 || now_ms() >= p.until_ms {
+            return false;
+        }
+        if p.write_only {
+            spec.is_write() || matches!(spec.name, "eval" | "evalsha" | "publish" | "pfcount" | "exec")
+        } else {
+            !matches!(spec.name, "client")
+        }
+    }
+
+    async fn wait_unpaused(&mut self) {
+        loop {
+            let until = self.shared.pause.lock().until_ms;
+            let now = now_ms();
+            if until == 0 || now >= until {
+                return;
+            }
+            let notified = self.shared.unpaused.notified();
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(Duration::from_millis((until - now) as u64)) => {}
+            }
+        }
+    }
+
+    /// Parks the connection on a blocking command. Returns false if the client went away.
+    async fn wait_blocked(&mut self, req: BlockRequest, argv: Vec<Bytes>, out: &mut ReplyBuf) -> std::io::Result<bool> {
+        let id = self.conn.id;
+        {
+            let mut st = self.shared.state.lock();
+            for k in &req.keys {
+                st.ks.blocking_keys.entry((self.conn.db, Blob::new(k))).or_default().push_back(id);
+            }
+            st.waiters.insert(
+                id,
+                Waiter {
+                    client_id: id,
+                    db: self.conn.db,
+                    argv,
+                    resp3: self.conn.resp3,
+                    keys: req.keys.clone(),
+                    tx: self.conn.info.tx.clone(),
+                },
+            );
+        }
+        self.conn.info.blocked.store(true, Ordering::Relaxed);
+        self.shared.blocked_clients.fetch_add(1, Ordering::Relaxed);
+        let result = self.block_loop(req.deadline_ms, out).await;
+        self.conn.info.blocked.store(false, Ordering::Relaxed);
+        self.shared.blocked_clients.fetch_sub(1, Ordering::Relaxed);
+        // Unregister if still waiting (timeout, error, disconnect).
+        let was_waiting = remove_waiter(&mut self.shared.state.lock(), id);
+        match result {
+            Ok(BlockEnd::Served) => Ok(true),
+            Ok(BlockEnd::Timeout) if was_waiting => {
+                out.null_array();
+                self.stream.write_all(&out.buf).await?;
+                out.buf.clear();
+                Ok(true)
+            }
+            Ok(BlockEnd::Error) if was_waiting => {
+                out.error("UNBLOCKED client unblocked via CLIENT UNBLOCK");
+                self.stream.write_all(&out.buf).await?;
+                out.buf.clear();
+                Ok(true)
+            }
+            Ok(BlockEnd::Timeout | BlockEnd::Error) => {
+                // Served concurrently with the timeout: deliver the served reply.
+                while let Ok(p) = self.rx.try_recv() {
+                    if let Push::Served(b) = p {
+                        self.stream.write_all(&b).await?;
+                        break;
+                    }
+                }
+                Ok(true)
+            }
+            Ok(BlockEnd::Closed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn block_loop(&mut self, deadline_ms: i64, out: &mut ReplyBuf) -> std::io::Result<BlockEnd> {
+        loop {
+            let sleep = if deadline_ms > 0 {
+                Duration::from_millis((deadline_ms - now_ms()).max(0) as u64)
+            } else {
+                Duration::from_secs(3600)
+            };
+            tokio::select! {
+                p = self.rx.recv() => match p {
+                    Some(Push::Served(bytes)) => {
+                        self.stream.write_all(&bytes).await?;
+                        return Ok(BlockEnd::Served);
+                    }
+                    Some(Push::Wake) => return Ok(BlockEnd::Timeout),
+                    Some(Push::UnblockError) => return Ok(BlockEnd::Error),
+                    Some(Push::Kill) | None => return Ok(BlockEnd::Closed),
+                    Some(other) => {
+                        if !self.handle_push(other, out) {
+                            return Ok(BlockEnd::Closed);
+                        }
+                    }
+                },
+                r = self.stream.read_buf(&mut self.rbuf) => {
+                    // Redis keeps reading (and buffering) while a client is blocked; it only
+                    // notices a disconnect.
+                    if r? == 0 {
+                        return Ok(BlockEnd::Closed);
+                    }
+                    if self.rbuf.len() > 1 << 30 {
+                        return Ok(BlockEnd::Closed);
+                    }
+                }
+                _ = tokio::time::sleep(sleep) => {
+                    if deadline_ms > 0 && now_ms() >= deadline_ms {
+                        return Ok(BlockEnd::Timeout);
+                    }
+                }
+            }
+        }
+    }
+
+    fn cleanup(&mut self) {
+        let id = self.conn.id;
+        {
+            let mut st = self.shared.state.lock();
+            remove_waiter(&mut st, id);
+            self.conn.unwatch(&mut st);
+        }
+        for ch in self.conn.subs.drain() {
+            if let Some(mut subs) = self.shared.pubsub.channels.get_mut(&ch) {
+                subs.remove(&id);
+                let empty = subs.is_empty();
+                drop(subs);
+                if empty {
+                    self.shared.pubsub.channels.remove_if(&ch, |_, v| v.is_empty());
+                }
+            }
+        }
+        if !self.conn.psubs.is_empty() {
+            self.shared.pubsub.patterns.write().retain(|(_, c)| c.id != id);
+        }
+        self.shared.monitors.remove(&id);
+    }
+}
+
+struct Queued;
+
+enum BlockEnd {
+    Served,
+    Timeout,
+    Error,
+    Closed,
+}
+
+/// Runs a command (already checked) and records its statistics. Returns a block request
+/// when the command has to wait.
+pub fn call(ctx: &mut Ctx, spec: &'static Spec, argv: &[Bytes]) -> Option<BlockRequest> {
+    let start = Instant::now();
+    let mark = ctx.out.len();
+    let res = (spec.handler)(ctx, argv);
+    let usec = start.elapsed().as_micros() as u64;
+    let failed = res.is_err();
+    if let Err(e) = res {
+        ctx.out.truncate(mark);
+        reply_error(ctx.srv, ctx.out, &e);
+    }
+    stat(ctx.srv, spec, |c| {
+        c.calls += 1;
+        c.usec += usec;
+        if failed {
+            c.failed += 1;
+        }
+    });
+    ctx.srv.counters.total_commands_processed.fetch_add(1, Ordering::Relaxed);
+    let slower = ctx.srv.config.read().slowlog_log_slower_than;
+    if slower >= 0 && usec >= slower as u64 && spec.flags & flags::SKIP_SLOWLOG == 0 {
+        crate::cmd::introspect::slowlog_push(ctx, argv, usec);
+    }
+    ctx.block.take()
+}
+
+fn stat(shared: &Shared, spec: &'static Spec, f: impl FnOnce(&mut crate::shared::CmdStat)) {
+    f(shared.cmdstats.lock().entry(spec.name).or_default());
+}
+
+/// Writes an error reply and counts it in INFO errorstats.
+pub fn reply_error(shared: &Shared, out: &mut ReplyBuf, e: &CmdError) {
+    let text = e.text();
+    out.error(text);
+    shared.counters.total_error_replies.fetch_add(1, Ordering::Relaxed);
+    let code = text.split(' ').next().unwrap_or("ERR").to_string();
+    *shared.errorstats.lock().entry(code).or_default() += 1;
+}
+
+/// Evicts keys until under `maxmemory`, or fails with Redis's OOM error.
+pub fn oom_check(shared: &Shared, st: &mut State) -> Result<(), CmdError> {
+    let (maxmemory, samples) = {
+        let c = shared.config.read();
+        (c.maxmemory, c.maxmemory_samples as usize)
+    };
+    if maxmemory == 0 {
+        return Ok(());
+    }
+    let mut guard = 0;
+    while crate::memory::used_memory() > maxmemory {
+        if !st.ks.evict_one(samples.max(1)) {
+            return Err(CmdError::Static("OOM command not allowed when used memory > 'maxmemory'."));
+        }
+        guard += 1;
+        if guard % 64 == 0 && guard > 100_000 {
+            return Err(CmdError::Static("OOM command not allowed when used memory > 'maxmemory'."));
+        }
+    }
+    Ok(())
+}
+
+/// After a batch: hand back the notifications to publish (outside the lock).
+fn after_commands(_shared: &Shared, st: &mut State) -> Vec<crate::keyspace::Event> {
+    std::mem::take(&mut st.ks.events)
+}
+
+/// Serves clients blocked on keys that just received data, in the order they blocked, by
+/// re-running their command on their behalf (Redis's `handleClientsBlockedOnKeys`).
+pub fn serve_ready(shared: &Shared, st: &mut State) {
+    let mut guard = 0usize;
+    while let Some((db, key)) = st.ks.ready.pop() {
+        guard += 1;
+        if guard > 1_000_000 {
+            break;
+        }
+        let ids: Vec<u64> = match st.ks.blocking_keys.get(&(db, Blob::new(&key))) {
+            Some(q) => q.iter().copied().collect(),
+            None => continue,
+        };
+        for wid in ids {
+            if !st.ks.exists_logically(db, &key) {
+                break;
+            }
+            let Some(w) = st.waiters.get(&wid) else { continue };
+            let Some(spec) = cmd::lookup(&w.argv[0]) else { continue };
+            let argv = w.argv.clone();
+            let wdb = w.db;
+            let resp3 = w.resp3;
+            let mut out = ReplyBuf::new(resp3);
+            let mut ctx = Ctx {
+                ks: &mut st.ks,
+                srv: shared,
+                out: &mut out,
+                db: wdb,
+                client_id: wid,
+                conn: None,
+                block_mode: BlockMode::Serving,
+                block: None,
+                in_multi: false,
+            };
+            if call(&mut ctx, spec, &argv).is_some() {
+                continue; // still nothing for it (e.g. BLMPOP on another key)
+            }
+            let w = st.waiters.get(&wid).expect("present");
+            let _ = w.tx.send(Push::Served(out.buf.freeze()));
+            remove_waiter(st, wid);
+        }
+    }
+}
+
+/// Unregisters a waiter from every key it blocks on; returns true if it was registered.
+pub fn remove_waiter(st: &mut State, id: u64) -> bool {
+    let Some(w) = st.waiters.remove(&id) else { return false };
+    for k in &w.keys {
+        let key = (w.db, Blob::new(k));
+        if let Some(q) = st.ks.blocking_keys.get_mut(&key) {
+            q.retain(|&i| i != id);
+            if q.is_empty() {
+                st.ks.blocking_keys.remove(&key);
+            }
+        }
+    }
+    true
+}
+
+/// Sends a command line to every MONITOR client.
+fn feed_monitors(shared: &Shared, db: usize, info: &ClientInfo, argv: &[Bytes]) {
+    let now = crate::keyspace::now_us();
+    let mut line = format!("{}.{:06} [{} {}]", now / 1_000_000, now % 1_000_000, db, info.addr);
+    for a in argv {
+        line.push_str(" \"");
+        for &c in a.iter() {
+            match c {
+                b'"' => line.push_str("\\\""),
+                b'\\' => line.push_str("\\\\"),
+                b'\n' => line.push_str("\\n"),
+                b'\r' => line.push_str("\\r"),
+                b'\t' => line.push_str("\\t"),
+                0x07 => line.push_str("\\a"),
+                0x08 => line.push_str("\\b"),
+                c if c.is_ascii_graphic() || c == b' ' => line.push(c as char),
+                c => line.push_str(&format!("\\x{c:02x}")),
+            }
+        }
+        line.push('"');
+    }
+    let limits = shared.config.read().normal_limit;
+    let bytes = Bytes::from(line);
+    for m in shared.monitors.iter() {
+        m.push(Push::Monitor(bytes.clone()), bytes.len(), limits);
+    }
+}
