@@ -104,27 +104,20 @@ pub fn g17(d: f64) -> Vec<u8> {
     v
 }
 
-/// Formats a double the way Redis's `addReplyHumanLongDouble`/`ld2string(LD_STR_HUMAN)`
-/// does for INCRBYFLOAT/HINCRBYFLOAT results: `%.17f` with trailing zeros (and a trailing
-/// dot) removed, "-0" normalised to "0".
+/// Formats an INCRBYFLOAT/HINCRBYFLOAT result. Redis computes in `long double` and prints
+/// `%.17Lf` with trailing zeros removed, which hides the binary noise of decimal inputs
+/// ("0.1" + "0.2" -> "0.3"). In `f64` we get the same text by rounding to 15 significant
+/// digits (always exact for a decimal->binary->decimal round trip) and printing the shortest
+/// form (Rust's `Display`, never in exponent form, like `%Lf`).
 pub fn fmt_human(d: f64) -> Vec<u8> {
     if d.is_infinite() {
         return if d > 0.0 { b"inf".to_vec() } else { b"-inf".to_vec() };
     }
-    let mut v = Vec::with_capacity(32);
-    fmt_c(d, b"%.17f\0", &mut v);
-    if v.contains(&b'.') {
-        while v.last() == Some(&b'0') {
-            v.pop();
-        }
-        if v.last() == Some(&b'.') {
-            v.pop();
-        }
+    if d == 0.0 {
+        return b"0".to_vec();
     }
-    if v == b"-0" {
-        v = b"0".to_vec();
-    }
-    v
+    let rounded: f64 = format!("{d:.14e}").parse().unwrap_or(d);
+    format!("{rounded}").into_bytes()
 }
 
 #[cfg(test)]
@@ -153,6 +146,8 @@ mod tests {
         assert_eq!(g17(f64::INFINITY), b"inf");
         assert_eq!(fmt_human(10.5), b"10.5");
         assert_eq!(fmt_human(3.0), b"3");
+        assert_eq!(fmt_human(0.1 + 0.2), b"0.3");
+        assert_eq!(fmt_human(1e20), b"100000000000000000000");
         assert_eq!(parse_f64(b"nan"), None);
         assert_eq!(parse_f64(b"-inf"), Some(f64::NEG_INFINITY));
         assert_eq!(parse_f64(b" 1"), None);

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::cmd::{self, err, flags, BlockMode, BlockRequest, CmdError, Ctx, Spec};
-use crate::keyspace::{now_ms, Blob};
+use crate::keyspace::{now_ms, Blob, Keyspace};
 use crate::shared::{ClientInfo, Push, Shared, State, Waiter};
 
 /// CLIENT REPLY mode.
@@ -61,17 +61,17 @@ impl Conn {
     }
 
     /// Drops every WATCH of this connection.
-    pub fn unwatch(&mut self, st: &mut State) {
+    pub fn unwatch(&mut self, ks: &mut Keyspace) {
         for (db, key, _) in self.watched.drain(..) {
             let k = (db, key);
-            if let Some(ids) = st.ks.watched.get_mut(&k) {
+            if let Some(ids) = ks.watched.get_mut(&k) {
                 ids.retain(|&i| i != self.id);
                 if ids.is_empty() {
-                    st.ks.watched.remove(&k);
+                    ks.watched.remove(&k);
                 }
             }
         }
-        st.ks.dirty_watchers.remove(&self.id);
+        ks.dirty_watchers.remove(&self.id);
     }
 }
 
@@ -269,10 +269,7 @@ impl Connection {
                 out.raw(&bytes);
                 true
             }
-            Push::Kill => {
-                self.shared.counters.client_output_buffer_limit_disconnections.fetch_add(1, Ordering::Relaxed);
-                false
-            }
+            Push::Kill => false,
             Push::Wake | Push::UnblockError => true,
         }
     }
@@ -579,7 +576,7 @@ impl Connection {
         {
             let mut st = self.shared.state.lock();
             remove_waiter(&mut st, id);
-            self.conn.unwatch(&mut st);
+            self.conn.unwatch(&mut st.ks);
         }
         for ch in self.conn.subs.drain() {
             if let Some(mut subs) = self.shared.pubsub.channels.get_mut(&ch) {
@@ -757,6 +754,6 @@ fn feed_monitors(shared: &Shared, db: usize, info: &ClientInfo, argv: &[Bytes]) 
     let limits = shared.config.read().normal_limit;
     let bytes = Bytes::from(line);
     for m in shared.monitors.iter() {
-        m.push(Push::Monitor(bytes.clone()), bytes.len(), limits);
+        let _ = m.push(Push::Monitor(bytes.clone()), bytes.len(), limits);
     }
 }

@@ -83,9 +83,10 @@ pub struct ClientInfo {
 impl ClientInfo {
     /// Queues a push for this client, enforcing the pub/sub output buffer limits: a client
     /// that cannot keep up is disconnected rather than allowed to grow memory without bound.
-    pub fn push(&self, p: Push, size: usize, limits: (u64, u64, u64)) {
+    /// Returns false when the client was disconnected for overrunning its limits.
+    pub fn push(&self, p: Push, size: usize, limits: (u64, u64, u64)) -> bool {
         if self.killed.load(Ordering::Relaxed) {
-            return;
+            return true;
         }
         let queued = self.queued.fetch_add(size, Ordering::Relaxed) + size;
         let (hard, soft, soft_secs) = limits;
@@ -106,9 +107,10 @@ impl ClientInfo {
             tracing::warn!(client = self.id, queued, "client scheduled to be closed ASAP for overcoming of output buffer limits");
             self.killed.store(true, Ordering::Relaxed);
             let _ = self.tx.send(Push::Kill);
-            return;
+            return false;
         }
         let _ = self.tx.send(p);
+        true
     }
 }
 
@@ -248,18 +250,22 @@ impl Shared {
         let pl = Bytes::copy_from_slice(payload);
         if let Some(subs) = self.pubsub.channels.get(channel) {
             for c in subs.values() {
-                c.push(Push::Message { pattern: None, channel: ch.clone(), payload: pl.clone() }, size, limits);
+                if !c.push(Push::Message { pattern: None, channel: ch.clone(), payload: pl.clone() }, size, limits) {
+                    self.counters.client_output_buffer_limit_disconnections.fetch_add(1, Ordering::Relaxed);
+                }
                 n += 1;
             }
         }
         let pats = self.pubsub.patterns.read();
         for (p, c) in pats.iter() {
             if crate::cmd::args::glob_match(p, channel, false) {
-                c.push(
+                if !c.push(
                     Push::Message { pattern: Some(p.clone()), channel: ch.clone(), payload: pl.clone() },
                     size + p.len(),
                     limits,
-                );
+                ) {
+                    self.counters.client_output_buffer_limit_disconnections.fetch_add(1, Ordering::Relaxed);
+                }
                 n += 1;
             }
         }

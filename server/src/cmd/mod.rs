@@ -174,6 +174,17 @@ impl<'a> Ctx<'a> {
         self.conn.as_deref_mut().ok_or(CmdError::Static("ERR command not allowed here"))
     }
 
+    /// Records the deterministic operation this write amounts to (the argv itself for most
+    /// commands; a rewritten form for commands that depend on time or randomness, e.g.
+    /// `SET k v EX 10` -> `SET k v PXAT <abs>`, `SPOP s` -> `SREM s <member>`). Free when
+    /// nobody consumes effects.
+    pub fn propagate<A: AsRef<[u8]>>(&mut self, argv: &[A]) {
+        if self.ks.recording() {
+            let v = argv.iter().map(|a| Bytes::copy_from_slice(a.as_ref())).collect();
+            self.ks.record(self.db, v);
+        }
+    }
+
     /// Asks to block on `keys` until `deadline_ms` (0 = forever), or answers at once with a
     /// null array when blocking is not possible (MULTI, scripts).
     pub fn block_on(&mut self, keys: Vec<Bytes>, deadline_ms: i64) {

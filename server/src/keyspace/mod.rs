@@ -13,6 +13,7 @@
 //!   a replica applies; see [`Op`]).
 
 pub mod blob;
+pub mod serial;
 pub mod table;
 pub mod types;
 
