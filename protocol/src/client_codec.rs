@@ -142,7 +142,9 @@ fn from3(f: F3) -> Value {
             Value::Verbatim(fmt.to_string(), data.to_vec())
         }
         F3::Array { data, .. } => Value::Array(data.into_iter().map(from3).collect()),
-        F3::Map { data, .. } => Value::Map(data.into_iter().map(|(k, v)| (from3(k), from3(v))).collect()),
+        // redis-protocol 6 builds maps by popping pairs off the end of the frame, so its
+        // (ordered) IndexMap holds them last-to-first: reverse to get the wire order back.
+        F3::Map { data, .. } => Value::Map(data.into_iter().rev().map(|(k, v)| (from3(k), from3(v))).collect()),
         F3::Set { data, .. } => Value::Set(data.into_iter().map(from3).collect()),
         F3::Push { data, .. } => Value::Push(data.into_iter().map(from3).collect()),
         F3::Hello { .. } => Value::Error("unexpected HELLO frame".into()),

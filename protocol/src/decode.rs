@@ -421,3 +421,64 @@ mod tests {
         assert_eq!(dec(b"*0\r\n*-1\r\n\r\n\n*1\r\n$4\r\nPING\r\n").unwrap().len(), 1);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn run(chunks: &[&[u8]]) -> (Vec<Vec<Vec<u8>>>, Option<ProtocolError>) {
+        let limits = Limits { max_bulk_len: 1 << 16, max_multibulk_len: 1 << 12, query_buffer_limit: 1 << 20 };
+        let mut d = RequestDecoder::new(limits);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for c in chunks {
+            buf.extend_from_slice(c);
+            loop {
+                match d.decode(&mut buf, false) {
+                    Ok(Some(a)) => out.push(a.iter().map(|x| x.to_vec()).collect()),
+                    Ok(None) => break,
+                    Err(e) => return (out, Some(e)),
+                }
+            }
+        }
+        (out, None)
+    }
+
+    fn encode(cmds: &[Vec<Vec<u8>>]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for c in cmds {
+            v.extend_from_slice(format!("*{}\r\n", c.len()).as_bytes());
+            for a in c {
+                v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                v.extend_from_slice(a);
+                v.extend_from_slice(b"\r\n");
+            }
+        }
+        v
+    }
+
+    proptest! {
+        /// Well-formed multibulks decode to exactly what was encoded, however they are split.
+        #[test]
+        fn round_trip_any_chunking(
+            cmds in prop::collection::vec(prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..6), 1..8),
+            step in 1usize..50,
+        ) {
+            let wire = encode(&cmds);
+            let pieces: Vec<&[u8]> = wire.chunks(step).collect();
+            let (got, err) = run(&pieces);
+            prop_assert!(err.is_none());
+            prop_assert_eq!(got, cmds);
+        }
+
+        /// Arbitrary bytes never panic, and chunking never changes the outcome.
+        #[test]
+        fn garbage_is_handled_the_same_whole_or_split(data in prop::collection::vec(any::<u8>(), 0..300), step in 1usize..20) {
+            let whole = run(&[&data]);
+            let pieces: Vec<&[u8]> = data.chunks(step).collect();
+            let split = run(&pieces);
+            prop_assert_eq!(whole, split);
+        }
+    }
+}
