@@ -316,7 +316,6 @@ pub fn directives() -> &'static [Directive] {
                 }
                 Ok(())
             }),
-            num_d!("lua-time-limit", lua_time_limit),
             Directive { alias: Some("lua-time-limit"), ..num_d!("busy-reply-threshold", lua_time_limit) },
             num_d!("active-expire-effort", active_expire_effort),
             d!("daemonize", false, |c| yes_no(c.daemonize), |c, v| {
@@ -327,7 +326,6 @@ pub fn directives() -> &'static [Directive] {
                 Ok(())
             }),
             str_d!("pidfile", false, pidfile),
-            num_d!("hash-max-listpack-entries", hash_max_listpack_entries),
             Directive { alias: Some("hash-max-ziplist-entries"), ..num_d!("hash-max-listpack-entries", hash_max_listpack_entries) },
             num_d!("hash-max-listpack-value", hash_max_listpack_value),
             num_d!("set-max-intset-entries", set_max_intset_entries),
@@ -428,6 +426,16 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directive_names_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for d in directives() {
+            for n in std::iter::once(d.name).chain(d.alias) {
+                assert!(seen.insert(n), "{n} listed twice");
+            }
+        }
+    }
 
     #[test]
     fn memory_units() {

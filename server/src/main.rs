@@ -5,15 +5,50 @@ use redoubt_server::memory::CountingAlloc;
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{}", usage());
-        return;
+/// The command line: an optional config file, then every config directive as a flag.
+/// The flags are generated from the directive table so that `--help` lists them all and
+/// an unknown directive is rejected by name.
+fn cli() -> clap::Command {
+    let mut cmd = clap::Command::new("redoubt")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("A Redis-compatible server (RESP2/RESP3, Redis 7 commands)")
+        .arg(clap::Arg::new("config-file").help("redis.conf-style configuration file").required(false));
+    for d in redoubt_server::config::directives() {
+        let mut arg = clap::Arg::new(d.name)
+            .long(d.name)
+            .num_args(0..)
+            .allow_hyphen_values(true)
+            .action(clap::ArgAction::Append)
+            .value_name("VALUE");
+        if let Some(alias) = d.alias {
+            arg = arg.alias(alias);
+        }
+        cmd = cmd.arg(arg);
     }
-    if args.iter().any(|a| a == "-v" || a == "--version") {
-        println!("redoubt v={} (Redis 7.2 compatible)", env!("CARGO_PKG_VERSION"));
-        return;
+    cmd
+}
+
+fn main() {
+    let matches = cli().get_matches();
+    // Re-assemble `--name values...` in command-line order so later flags win, exactly like
+    // redis-server applies its arguments after the config file.
+    let mut ordered: Vec<(usize, String, Vec<String>)> = Vec::new();
+    for d in redoubt_server::config::directives() {
+        if matches.value_source(d.name) != Some(clap::parser::ValueSource::CommandLine) {
+            continue;
+        }
+        let vals: Vec<String> = matches.get_many::<String>(d.name).map(|v| v.cloned().collect()).unwrap_or_default();
+        let idx = matches.index_of(d.name).unwrap_or(0);
+        ordered.push((idx, d.name.to_string(), vals));
+    }
+    ordered.sort_by_key(|(i, _, _)| *i);
+    let mut args: Vec<String> = Vec::new();
+    if let Some(file) = matches.get_one::<String>("config-file") {
+        args.push(file.clone());
+    }
+    for (_, name, vals) in ordered {
+        args.push(format!("--{name}"));
+        args.extend(vals);
     }
     let config = match redoubt_server::Config::from_args(&args) {
         Ok(c) => c,
@@ -70,12 +105,4 @@ async fn serve(config: redoubt_server::Config) -> anyhow::Result<()> {
         tracing::info!("received shutdown signal");
     };
     redoubt_server::run(listener, config, shutdown).await
-}
-
-fn usage() -> &'static str {
-    "Usage: redoubt [/path/to/redoubt.conf] [--directive value ...]\n\
-     \n\
-     Every redis.conf directive redoubt knows is also a flag, e.g.\n\
-       redoubt --port 7000 --bind 127.0.0.1 --requirepass s3cret --maxmemory 1gb --maxmemory-policy allkeys-lru\n\
-     Unknown directives are rejected by name."
 }
