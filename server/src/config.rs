@@ -63,6 +63,8 @@ pub struct Config {
     pub stop_writes_on_bgsave_error: bool,
     pub rdbcompression: bool,
     pub loglevel_verbosity: u8,
+    /// `enable-debug-command`: DEBUG is refused unless `yes` or `local` (Redis 7 default: no).
+    pub enable_debug_command: bool,
 }
 
 impl Default for Config {
@@ -121,6 +123,7 @@ impl Default for Config {
             stop_writes_on_bgsave_error: true,
             rdbcompression: true,
             loglevel_verbosity: 0,
+            enable_debug_command: false,
         }
     }
 }
@@ -346,6 +349,14 @@ pub fn directives() -> &'static [Directive] {
             bool_d!("activerehashing", activerehashing),
             bool_d!("stop-writes-on-bgsave-error", stop_writes_on_bgsave_error),
             bool_d!("rdbcompression", rdbcompression),
+            d!("enable-debug-command", false, |c| if c.enable_debug_command { "yes".into() } else { "no".into() }, |c, v| {
+                c.enable_debug_command = match v.to_ascii_lowercase().as_str() {
+                    "yes" | "local" => true,
+                    "no" => false,
+                    _ => return Err("argument(s) must be one of the following: no, yes, local".into()),
+                };
+                Ok(())
+            }),
         ]
     })
 }

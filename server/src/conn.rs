@@ -375,7 +375,11 @@ impl Connection {
                 let block = call(&mut ctx, spec, &argv);
                 let db = ctx.db;
                 self.conn.db = db;
-                *self.conn.info.last_cmd.lock() = spec.name;
+                let shown = match (spec.subcommands.is_empty(), argv.get(1)) {
+                    (false, Some(sub)) => cmd::lookup_sub(spec, sub).map_or(spec.name, |s| s.name),
+                    _ => spec.name,
+                };
+                *self.conn.info.last_cmd.lock() = shown;
                 match block {
                     Some(req) => Flow::Block(req, argv),
                     None => {
@@ -407,11 +411,16 @@ impl Connection {
             }
             return Err(CmdError::Owned(cmd::unknown_command_error(argv)));
         };
-        if !spec.arity_ok(argv.len()) {
+        // A container's subcommand has its own arity (CONFIG GET needs a pattern...).
+        let arity_spec = match (spec.subcommands.is_empty(), argv.get(1)) {
+            (false, Some(sub)) => cmd::lookup_sub(spec, sub).unwrap_or(spec),
+            _ => spec,
+        };
+        if !spec.arity_ok(argv.len()) || !arity_spec.arity_ok(argv.len()) {
             if !self.conn.authenticated && spec.flags & flags::NO_AUTH == 0 {
                 return Err(CmdError::Static("NOAUTH Authentication required."));
             }
-            return Err(err::wrong_args(spec.name));
+            return Err(err::wrong_args(arity_spec.name));
         }
         if !self.conn.authenticated && spec.flags & flags::NO_AUTH == 0 {
             return Err(CmdError::Static("NOAUTH Authentication required."));

@@ -243,6 +243,15 @@ impl Shared {
 
     /// Publishes a message to channel subscribers and matching patterns; returns receivers.
     pub fn publish(&self, channel: &[u8], payload: &[u8]) -> usize {
+        self.publish_except(channel, payload, None).0
+    }
+
+    /// Publishes to everyone but client `me`, and returns (receivers including `me`, the
+    /// deliveries `me` should get: None for the channel, Some(pattern) per matching pattern).
+    /// The publisher writes its own copies inline, so they come before its PUBLISH reply
+    /// as on Redis.
+    pub fn publish_except(&self, channel: &[u8], payload: &[u8], me: Option<u64>) -> (usize, Vec<Option<Bytes>>) {
+        let mut mine = Vec::new();
         let limits = self.config.read().pubsub_limit;
         let mut n = 0;
         let size = channel.len() + payload.len() + 32;
@@ -250,15 +259,24 @@ impl Shared {
         let pl = Bytes::copy_from_slice(payload);
         if let Some(subs) = self.pubsub.channels.get(channel) {
             for c in subs.values() {
+                n += 1;
+                if Some(c.id) == me {
+                    mine.push(None);
+                    continue;
+                }
                 if !c.push(Push::Message { pattern: None, channel: ch.clone(), payload: pl.clone() }, size, limits) {
                     self.counters.client_output_buffer_limit_disconnections.fetch_add(1, Ordering::Relaxed);
                 }
-                n += 1;
             }
         }
         let pats = self.pubsub.patterns.read();
         for (p, c) in pats.iter() {
             if crate::cmd::args::glob_match(p, channel, false) {
+                n += 1;
+                if Some(c.id) == me {
+                    mine.push(Some(p.clone()));
+                    continue;
+                }
                 if !c.push(
                     Push::Message { pattern: Some(p.clone()), channel: ch.clone(), payload: pl.clone() },
                     size + p.len(),
@@ -266,11 +284,10 @@ impl Shared {
                 ) {
                     self.counters.client_output_buffer_limit_disconnections.fetch_add(1, Ordering::Relaxed);
                 }
-                n += 1;
             }
         }
         self.counters.pubsub_messages.fetch_add(1, Ordering::Relaxed);
-        n
+        (n, mine)
     }
 
     /// Publishes the keyspace notifications collected during a command.

@@ -404,7 +404,7 @@ fn client(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         ("list", _) => client_list(ctx, argv, now)?,
         ("kill", _) if n >= 3 => client_kill(ctx, argv)?,
         ("pause", 3 | 4) => {
-            let ms = args::int(&argv[2]).map_err(|_| err::TIMEOUT)?;
+            let ms = args::int(&argv[2]).map_err(|_| CmdError::Static("ERR timeout is not an integer or out of range"))?;
             if ms < 0 {
                 return Err(err::TIMEOUT_NEG);
             }

@@ -1,5 +1,1007 @@
-//! (family: hashes) - being written.
+//! Hash commands (Redis's `t_hash.c`): field get/set/delete, counters, whole-hash reads,
+//! random fields and HSCAN.
+//!
+//! A hash is a [`Hash`]: insertion-ordered pairs while small (Redis's listpack, whose order
+//! HGETALL/HKEYS/HSCAN expose) and a hash map once large. Redis deletes a hash as soon as
+//! its last field goes, so HDEL checks for that and emits `del`.
+//!
+//! HINCRBYFLOAT computes in x87 `long double` like Redis; see [`longdouble`].
+//! The SCAN cursor helpers here are shared with ZSCAN.
 
-use super::Spec;
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::Rng;
 
-pub const COMMANDS: &[Spec] = &[];
+use super::args::{self, is};
+use super::flags::*;
+use super::{err, CmdError, CmdResult, Ctx, Spec};
+use crate::keyspace::{notify, Hash, Keyspace, Value};
+
+pub const COMMANDS: &[Spec] = &[
+    Spec::new("hset", -4, WRITE | DENYOOM | FAST, (1, 1, 1), "hash", hset),
+    Spec::new("hsetnx", 4, WRITE | DENYOOM | FAST, (1, 1, 1), "hash", hsetnx),
+    Spec::new("hget", 3, READONLY | FAST, (1, 1, 1), "hash", hget),
+    Spec::new("hmset", -4, WRITE | DENYOOM | FAST, (1, 1, 1), "hash", hmset),
+    Spec::new("hmget", -3, READONLY | FAST, (1, 1, 1), "hash", hmget),
+    Spec::new("hincrby", 4, WRITE | DENYOOM | FAST, (1, 1, 1), "hash", hincrby),
+    Spec::new("hincrbyfloat", 4, WRITE | DENYOOM | FAST, (1, 1, 1), "hash", hincrbyfloat),
+    Spec::new("hdel", -3, WRITE | FAST, (1, 1, 1), "hash", hdel),
+    Spec::new("hlen", 2, READONLY | FAST, (1, 1, 1), "hash", hlen),
+    Spec::new("hstrlen", 3, READONLY | FAST, (1, 1, 1), "hash", hstrlen),
+    Spec::new("hkeys", 2, READONLY, (1, 1, 1), "hash", hkeys),
+    Spec::new("hvals", 2, READONLY, (1, 1, 1), "hash", hvals),
+    Spec::new("hgetall", 2, READONLY, (1, 1, 1), "hash", hgetall),
+    Spec::new("hexists", 3, READONLY | FAST, (1, 1, 1), "hash", hexists),
+    Spec::new("hrandfield", -2, READONLY, (1, 1, 1), "hash", hrandfield),
+    Spec::new("hscan", -3, READONLY, (1, 1, 1), "hash", hscan),
+];
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+fn new_hash() -> Value {
+    Value::Hash(Box::default())
+}
+
+/// The hash at `key` for reading (hit/miss accounted); `Ok(None)` when missing.
+fn read_hash<'a>(ks: &'a mut Keyspace, db: usize, key: &[u8]) -> Result<Option<&'a Hash>, CmdError> {
+    ks.read(db, key).map(args::as_hash).transpose()
+}
+
+/// The hash at `key` for changing it; `Ok(None)` when missing.
+fn write_hash<'a>(ks: &'a mut Keyspace, db: usize, key: &[u8]) -> Result<Option<&'a mut Hash>, CmdError> {
+    ks.write(db, key).map(args::as_hash_mut).transpose()
+}
+
+/// The hash at `key`, created empty if missing (Redis's `hashTypeLookupWriteOrCreate`).
+/// Returns (hash, created). Callers must not fail after creating, or an empty hash would
+/// be left behind.
+fn hash_or_create<'a>(ks: &'a mut Keyspace, db: usize, key: &[u8]) -> Result<(&'a mut Hash, bool), CmdError> {
+    let (e, created) = ks.entry_or_insert(db, key, new_hash);
+    Ok((args::as_hash_mut(e)?, created))
+}
+
+/// Bookkeeping after a write that set fields: `new` for a created key, the command's
+/// event, WATCH invalidation.
+fn after_set(ctx: &mut Ctx, key: &[u8], created: bool, event: &'static str) {
+    if created {
+        ctx.ks.notify(notify::NEW, "new", ctx.db, key);
+    }
+    ctx.ks.signal_modified(ctx.db, key);
+    ctx.ks.notify(notify::HASH, event, ctx.db, key);
+}
+
+// ---------------------------------------------------------------------------------------
+// Setting and reading fields
+// ---------------------------------------------------------------------------------------
+
+fn hset(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    let added = set_pairs(ctx, argv, "hset")?;
+    ctx.out.int(added as i64);
+    Ok(())
+}
+
+fn hmset(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    set_pairs(ctx, argv, "hmset")?;
+    ctx.out.ok();
+    Ok(())
+}
+
+/// HSET/HMSET: sets every field-value pair; returns how many fields are new.
+fn set_pairs(ctx: &mut Ctx, argv: &[Bytes], name: &str) -> Result<usize, CmdError> {
+    if argv.len() % 2 != 0 {
+        return Err(err::wrong_args(name));
+    }
+    let key = &argv[1];
+    let (h, created) = hash_or_create(ctx.ks, ctx.db, key)?;
+    let added = argv[2..].chunks(2).filter(|p| h.set(&p[0], &p[1])).count();
+    after_set(ctx, key, created, "hset");
+    ctx.propagate(argv);
+    Ok(added)
+}
+
+fn hsetnx(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    let key = &argv[1];
+    let (h, created) = hash_or_create(ctx.ks, ctx.db, key)?;
+    // A new key never holds the field, so `created` implies the set happens.
+    let set = h.get(&argv[2]).is_none() && h.set(&argv[2], &argv[3]);
+    if set {
+        after_set(ctx, key, created, "hset");
+        ctx.propagate(argv);
+    }
+    ctx.out.int(set as i64);
+    Ok(())
+}
+
+fn hget(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    match read_hash(ctx.ks, ctx.db, &argv[1])?.and_then(|h| h.get(&argv[2])) {
+        Some(v) => ctx.out.bulk(v),
+        None => ctx.out.null(),
+    }
+    Ok(())
+}
+
+fn hmget(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    let h = read_hash(ctx.ks, ctx.db, &argv[1])?;
+    ctx.out.array(argv.len() - 2);
+    for f in &argv[2..] {
+        match h.and_then(|h| h.get(f)) {
+            Some(v) => ctx.out.bulk(v),
+            None => ctx.out.null(),
+        }
+    }
+    Ok(())
+}
+
+fn hdel(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    let key = &argv[1];
+    let Some(h) = write_hash(ctx.ks, ctx.db, key)? else {
+        ctx.out.int(0);
+        return Ok(());
+    };
+    let deleted = argv[2..].iter().filter(|f| h.remove(f)).count();
+    let emptied = h.is_empty();
+    if deleted > 0 {
+        if emptied {
+            ctx.ks.delete(ctx.db, key);
+        } else {
+            ctx.ks.signal_modified(ctx.db, key);
+        }
+        ctx.ks.notify(notify::HASH, "hdel", ctx.db, key);
+        if emptied {
+            ctx.ks.notify(notify::GENERIC, "del", ctx.db, key);
+        }
+        ctx.propagate(argv);
+    }
+    ctx.out.int(deleted as i64);
+    Ok(())
+}
+
+fn hlen(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    let n = read_hash(ctx.ks, ctx.db, &argv[1])?.map_or(0, |h| h.len());
+    ctx.out.int(n as i64);
+    Ok(())
+}
+
+fn hstrlen(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    let n = read_hash(ctx.ks, ctx.db, &argv[1])?.and_then(|h| h.get(&argv[2])).map_or(0, |v| v.len());
+    ctx.out.int(n as i64);
+    Ok(())
+}
+
+fn hexists(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    let found = read_hash(ctx.ks, ctx.db, &argv[1])?.is_some_and(|h| h.get(&argv[2]).is_some());
+    ctx.out.int(found as i64);
+    Ok(())
+}
+
+fn hkeys(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    match read_hash(ctx.ks, ctx.db, &argv[1])? {
+        Some(h) => ctx.out.bulks(ExactIter(h.len(), h.iter().map(|(f, _)| f))),
+        None => ctx.out.array(0),
+    }
+    Ok(())
+}
+
+fn hvals(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    match read_hash(ctx.ks, ctx.db, &argv[1])? {
+        Some(h) => ctx.out.bulks(ExactIter(h.len(), h.iter().map(|(_, v)| v))),
+        None => ctx.out.array(0),
+    }
+    Ok(())
+}
+
+/// HGETALL is the one whole-hash read that replies with a map (flat array in RESP2).
+fn hgetall(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    let Some(h) = read_hash(ctx.ks, ctx.db, &argv[1])? else {
+        ctx.out.map(0);
+        return Ok(());
+    };
+    ctx.out.map(h.len());
+    for (f, v) in h.iter() {
+        ctx.out.bulk(f);
+        ctx.out.bulk(v);
+    }
+    Ok(())
+}
+
+/// An iterator with a known length (`Hash::iter` is boxed and does not report one).
+struct ExactIter<I>(usize, I);
+
+impl<I: Iterator> Iterator for ExactIter<I> {
+    type Item = I::Item;
+    fn next(&mut self) -> Option<I::Item> {
+        let it = self.1.next()?;
+        self.0 -= 1;
+        Some(it)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.0, Some(self.0))
+    }
+}
+
+impl<I: Iterator> ExactSizeIterator for ExactIter<I> {}
+
+// ---------------------------------------------------------------------------------------
+// Counters
+// ---------------------------------------------------------------------------------------
+
+fn hincrby(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    let (key, field) = (&argv[1], &argv[2]);
+    let incr = args::int(&argv[3])?;
+    let (h, created) = hash_or_create(ctx.ks, ctx.db, key)?;
+    let old = match h.get(field) {
+        Some(v) => redoubt_protocol::num::parse_i64(v).ok_or(CmdError::Static("ERR hash value is not an integer"))?,
+        None => 0,
+    };
+    let new = old.checked_add(incr).ok_or(err::OVERFLOW)?;
+    h.set(field, itoa::Buffer::new().format(new).as_bytes());
+    after_set(ctx, key, created, "hincrby");
+    ctx.propagate(argv);
+    ctx.out.int(new);
+    Ok(())
+}
+
+fn hincrbyfloat(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    let (key, field) = (&argv[1], &argv[2]);
+    let incr = match longdouble::parse(&argv[3]) {
+        Err(()) => return Err(err::NOT_FLOAT),
+        Ok(None) => return Err(CmdError::Static("ERR value is NaN or Infinity")),
+        Ok(Some(v)) => v,
+    };
+    let (h, created) = hash_or_create(ctx.ks, ctx.db, key)?;
+    let old = match h.get(field).map(|v| longdouble::parse(v)) {
+        None => longdouble::Ld::ZERO,
+        Some(Err(())) => return Err(CmdError::Static("ERR hash value is not a float")),
+        // inf + finite stays infinite.
+        Some(Ok(None)) => return Err(CmdError::Static("ERR increment would produce NaN or Infinity")),
+        Some(Ok(Some(v))) => v,
+    };
+    let sum = longdouble::add(old, incr).ok_or(CmdError::Static("ERR increment would produce NaN or Infinity"))?;
+    let text = longdouble::fmt_human(sum);
+    h.set(field, &text);
+    after_set(ctx, key, created, "hincrbyfloat");
+    // Like Redis, replicate the result rather than the increment, so that replicas never
+    // depend on float formatting.
+    ctx.propagate(&[&b"HSET"[..], key, field, &text]);
+    ctx.out.bulk(&text);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// HRANDFIELD
+// ---------------------------------------------------------------------------------------
+
+/// The count of HRANDFIELD/ZRANDMEMBER: an integer in [-LONG_MAX, LONG_MAX], and with
+/// WITHVALUES/WITHSCORES at most half that either way (the reply holds two items each).
+pub(crate) fn rand_count(argv: &[Bytes], with_kw: &str) -> Result<(i64, bool), CmdError> {
+    let count = args::int(&argv[2])?;
+    if count == i64::MIN {
+        return Err(CmdError::Static(
+            "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807",
+        ));
+    }
+    let with = match argv.len() {
+        3 => false,
+        4 if is(&argv[3], with_kw) => true,
+        _ => return Err(err::SYNTAX),
+    };
+    if with && !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&count) {
+        return Err(CmdError::Static("ERR value is out of range"));
+    }
+    Ok((count, with))
+}
+
+/// Which elements a random pick with a count returns, as positions into the collection's
+/// iteration order (Redis's HRANDFIELD/ZRANDMEMBER strategies):
+/// * negative count: that many independent picks, repeats allowed, in random order;
+/// * count at least the size: everything, in iteration order;
+/// * otherwise distinct picks: in iteration order for small encodings (Redis samples a
+///   listpack in order), in random order for large ones.
+pub(crate) fn rand_positions(rng: &mut impl Rng, len: usize, count: i64, small: bool) -> Vec<usize> {
+    if count < 0 {
+        let n = count.unsigned_abs() as usize;
+        return (0..n).map(|_| rng.gen_range(0..len)).collect();
+    }
+    let n = count as usize;
+    if n >= len {
+        return (0..len).collect();
+    }
+    let mut picks = rand::seq::index::sample(rng, len, n).into_vec();
+    if small {
+        picks.sort_unstable();
+    }
+    picks
+}
+
+fn hrandfield(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    if argv.len() >= 3 {
+        let (count, withvalues) = rand_count(argv, "withvalues")?;
+        return hrandfield_count(ctx, &argv[1], count, withvalues);
+    }
+    if read_hash(ctx.ks, ctx.db, &argv[1])?.is_none() {
+        ctx.out.null();
+        return Ok(());
+    }
+    let (h, rng) = hash_and_rng(ctx.ks, ctx.db, &argv[1]);
+    let (f, _) = h.iter().nth(rng.gen_range(0..h.len())).expect("non-empty hash");
+    ctx.out.bulk(f);
+    Ok(())
+}
+
+fn hrandfield_count(ctx: &mut Ctx, key: &[u8], count: i64, withvalues: bool) -> CmdResult {
+    if read_hash(ctx.ks, ctx.db, key)?.is_none() || count == 0 {
+        ctx.out.array(0);
+        return Ok(());
+    }
+    let (h, rng) = hash_and_rng(ctx.ks, ctx.db, key);
+    let pairs: Vec<_> = h.iter().collect();
+    let picks = rand_positions(rng, pairs.len(), count, matches!(h, Hash::Small(_)));
+    let resp3 = ctx.out.resp3();
+    ctx.out.array(if withvalues && !resp3 { picks.len() * 2 } else { picks.len() });
+    for i in picks {
+        let (f, v) = pairs[i];
+        if withvalues && resp3 {
+            ctx.out.array(2);
+        }
+        ctx.out.bulk(f);
+        if withvalues {
+            ctx.out.bulk(v);
+        }
+    }
+    Ok(())
+}
+
+/// The hash at `key`, which [`read_hash`] just found, together with the keyspace's random
+/// generator (two disjoint borrows of the keyspace).
+fn hash_and_rng<'a>(ks: &'a mut Keyspace, db: usize, key: &[u8]) -> (&'a Hash, &'a mut SmallRng) {
+    match ks.dbs[db].table.get(key).map(|e| &e.value) {
+        Some(Value::Hash(h)) => (h, &mut ks.rng),
+        _ => unreachable!("looked up just before"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// HSCAN (and the cursor machinery ZSCAN shares)
+// ---------------------------------------------------------------------------------------
+
+fn hscan(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    let cursor = parse_cursor(&argv[2])?;
+    let Some(h) = read_hash(ctx.ks, ctx.db, &argv[1])? else {
+        reply_scan(ctx.out, 0, &[]);
+        return Ok(());
+    };
+    let opts = ScanOpts::parse(&argv[3..])?;
+    let (page, next): (Vec<(&[u8], &[u8])>, u64) = match h {
+        // Like a listpack, a small hash is returned whole in one call.
+        Hash::Small(v) => (v.iter().map(|(f, v)| (&f[..], &v[..])).collect(), 0),
+        Hash::Big(m) => scan_page(m.iter().map(|(f, v)| (&f[..], (&f[..], &v[..]))), cursor, opts.count),
+    };
+    let items: Vec<&[u8]> =
+        page.into_iter().filter(|(f, _)| opts.matches(f)).flat_map(|(f, v)| [f, v]).collect();
+    reply_scan(ctx.out, next, &items);
+    Ok(())
+}
+
+/// Parses a SCAN cursor as Redis's `parseScanCursorOrReply` does with `strtoul`: an
+/// optional sign (a negative value wraps around), decimal digits, nothing else; an empty
+/// string is cursor 0.
+pub(crate) fn parse_cursor(a: &[u8]) -> Result<u64, CmdError> {
+    const INVALID: CmdError = CmdError::Static("ERR invalid cursor");
+    let (neg, digits) = match a.first() {
+        Some(b'-') => (true, &a[1..]),
+        Some(b'+') => (false, &a[1..]),
+        _ => (false, a),
+    };
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return Err(INVALID);
+    }
+    let mut v: u64 = 0;
+    for &c in digits {
+        v = v.checked_mul(10).and_then(|v| v.checked_add((c - b'0') as u64)).ok_or(INVALID)?;
+    }
+    Ok(if neg { v.wrapping_neg() } else { v })
+}
+
+/// The MATCH and COUNT options of the SCAN family.
+pub(crate) struct ScanOpts<'a> {
+    pub count: usize,
+    pub pattern: Option<&'a [u8]>,
+}
+
+impl<'a> ScanOpts<'a> {
+    /// Parses `[MATCH pattern] [COUNT count]` (any order, repeats allowed, last wins).
+    pub fn parse(opts: &'a [Bytes]) -> Result<ScanOpts<'a>, CmdError> {
+        let mut o = ScanOpts { count: 10, pattern: None };
+        let mut i = 0;
+        while i < opts.len() {
+            let has_value = i + 1 < opts.len();
+            if is(&opts[i], "count") && has_value {
+                let n = args::int(&opts[i + 1])?;
+                if n < 1 {
+                    return Err(err::SYNTAX);
+                }
+                o.count = n.min(usize::MAX as i64) as usize;
+            } else if is(&opts[i], "match") && has_value {
+                let p = &opts[i + 1][..];
+                // "*" matches everything; skip the matcher for it as Redis does.
+                o.pattern = (p != b"*").then_some(p);
+            } else {
+                return Err(err::SYNTAX);
+            }
+            i += 2;
+        }
+        Ok(o)
+    }
+
+    pub fn matches(&self, s: &[u8]) -> bool {
+        self.pattern.is_none_or(|p| args::glob_match(p, s, false))
+    }
+}
+
+/// Replies `[cursor, [items...]]`.
+pub(crate) fn reply_scan(out: &mut redoubt_protocol::ReplyBuf, cursor: u64, items: &[&[u8]]) {
+    out.array(2);
+    out.bulk(itoa::Buffer::new().format(cursor).as_bytes());
+    out.array(items.len());
+    for it in items {
+        out.bulk(it);
+    }
+}
+
+/// Where an element sits in the cursor space of a large collection: a fixed hash of its
+/// bytes, in 1..=2^63. A scan returns elements in increasing position, so an element
+/// present for the whole scan is returned exactly once whatever else is added or removed
+/// meanwhile (Redis guarantees at least once), and cursor 0 is free to mean "done".
+pub(crate) fn scan_pos(s: &[u8]) -> u64 {
+    // FNV-1a, then a splitmix64 finaliser to spread the bits.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in s {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h >> 1) + 1
+}
+
+/// One page of a scan over a large collection: the items whose position is at least
+/// `cursor`, about `count` of them in position order, and the cursor of the next page
+/// (0 when this was the last one). Items sharing a position always come in the same page.
+pub(crate) fn scan_page<'a, T>(items: impl Iterator<Item = (&'a [u8], T)>, cursor: u64, count: usize) -> (Vec<T>, u64) {
+    let mut cands: Vec<(u64, T)> = items.map(|(k, t)| (scan_pos(k), t)).filter(|(p, _)| *p >= cursor).collect();
+    if cands.len() <= count {
+        cands.sort_unstable_by_key(|c| c.0);
+        return (cands.into_iter().map(|c| c.1).collect(), 0);
+    }
+    // Everything up to the position of the (count+1)-th item; a few more than `count`
+    // only when positions collide.
+    cands.select_nth_unstable_by_key(count, |c| c.0);
+    let boundary = cands[count].0;
+    let (mut page, rest): (Vec<(u64, T)>, Vec<(u64, T)>) = cands.into_iter().partition(|c| c.0 <= boundary);
+    page.sort_unstable_by_key(|c| c.0);
+    let next = rest.iter().map(|c| c.0).min().unwrap_or(0);
+    (page.into_iter().map(|c| c.1).collect(), next)
+}
+
+// ---------------------------------------------------------------------------------------
+// long double arithmetic for HINCRBYFLOAT
+// ---------------------------------------------------------------------------------------
+
+/// Software x87 80-bit `long double` (64-bit mantissa), just enough to reproduce Redis's
+/// HINCRBYFLOAT exactly: parse like `strtold` (via `string2ld`), add with round-to-nearest
+/// even, print like `printf("%.17Lf")` with trailing zeros trimmed (`LD_STR_HUMAN`).
+/// With `f64` instead, `HINCRBYFLOAT k f 0.1` on `0.2` would answer 0.30000000000000004
+/// where Redis answers 0.3.
+pub(crate) mod longdouble {
+    /// A finite value `mant * 2^exp`; `mant` has its top bit set, or is 0 for zero.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct Ld {
+        pub neg: bool,
+        pub mant: u64,
+        pub exp: i64,
+    }
+
+    impl Ld {
+        pub const ZERO: Ld = Ld { neg: false, mant: 0, exp: 0 };
+    }
+
+    /// Largest `exp` of a finite value (values stay below 2^16384).
+    const EXP_MAX: i64 = 16384 - 64;
+    /// Values below 2^-16445 (the smallest subnormal) underflow.
+    const EXP_MIN: i64 = -16445 - 64;
+
+    /// Parses like Redis's `string2ld`: `Err` for text that is not a number (or that
+    /// overflows or underflows to zero), `Ok(None)` for an infinity, else the value.
+    pub fn parse(s: &[u8]) -> Result<Option<Ld>, ()> {
+        // string2ld copies into a C string: an embedded NUL ends it.
+        let s = &s[..s.iter().position(|&c| c == 0).unwrap_or(s.len())];
+        if s.is_empty() || s.len() >= 5 * 1024 || is_c_space(s[0]) {
+            return Err(());
+        }
+        let (neg, body) = match s[0] {
+            b'-' => (true, &s[1..]),
+            b'+' => (false, &s[1..]),
+            _ => (false, s),
+        };
+        if body.eq_ignore_ascii_case(b"inf") || body.eq_ignore_ascii_case(b"infinity") {
+            return Ok(None);
+        }
+        let v = if body.len() > 2 && body[0] == b'0' && (body[1] | 0x20) == b'x' {
+            parse_hex(&body[2..])?
+        } else {
+            parse_dec(body)?
+        };
+        Ok(Some(Ld { neg, ..v }))
+    }
+
+    fn is_c_space(c: u8) -> bool {
+        matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+    }
+
+    /// Splits `int[.frac][<e>[sign]digits]` with `radix` digits; None if malformed.
+    fn split_number(s: &[u8], hex: bool) -> Option<(Vec<u8>, usize, i64)> {
+        let is_digit = |c: u8| if hex { c.is_ascii_hexdigit() } else { c.is_ascii_digit() };
+        let exp_char = if hex { b'p' } else { b'e' };
+        let mut i = 0;
+        let mut digits = Vec::new();
+        let mut frac = 0usize;
+        while i < s.len() && is_digit(s[i]) {
+            digits.push(s[i]);
+            i += 1;
+        }
+        if i < s.len() && s[i] == b'.' {
+            i += 1;
+            while i < s.len() && is_digit(s[i]) {
+                digits.push(s[i]);
+                frac += 1;
+                i += 1;
+            }
+        }
+        if digits.is_empty() {
+            return None;
+        }
+        let mut exp: i64 = 0;
+        if i < s.len() && (s[i] | 0x20) == exp_char {
+            i += 1;
+            let eneg = match s.get(i) {
+                Some(b'-') => {
+                    i += 1;
+                    true
+                }
+                Some(b'+') => {
+                    i += 1;
+                    false
+                }
+                _ => false,
+            };
+            let start = i;
+            while i < s.len() && s[i].is_ascii_digit() {
+                exp = (exp * 10 + (s[i] - b'0') as i64).min(1 << 40);
+                i += 1;
+            }
+            if i == start {
+                return None;
+            }
+            if eneg {
+                exp = -exp;
+            }
+        }
+        (i == s.len()).then_some((digits, frac, exp))
+    }
+
+    fn parse_dec(s: &[u8]) -> Result<Ld, ()> {
+        let (digits, frac, exp) = split_number(s, false).ok_or(())?;
+        let lead = digits.iter().take_while(|&&c| c == b'0').count();
+        let digits = &digits[lead..];
+        let trail = digits.iter().rev().take_while(|&&c| c == b'0').count();
+        let digits = &digits[..digits.len() - trail];
+        if digits.is_empty() {
+            return Ok(Ld::ZERO);
+        }
+        // value = digits * 10^e10
+        let e10 = exp - frac as i64 + trail as i64;
+        let magnitude = digits.len() as i64 + e10; // value < 10^magnitude
+        if magnitude > 4934 {
+            return Err(()); // overflow (ERANGE, HUGE_VAL)
+        }
+        if magnitude < -4952 {
+            return Err(()); // underflow to zero (ERANGE)
+        }
+        let mut n = Big::from_decimal(digits);
+        let v = if e10 >= 0 {
+            n.mul_pow10(e10 as u32);
+            round(&n, 0, false)
+        } else {
+            // Scale up so that the quotient keeps at least 66 significant bits.
+            let k = (-e10) as u32;
+            let shift = (66 + (k as i64 * 3322 / 1000 + 1) - n.bits() as i64 + 2).max(0) as u32;
+            n.shl(shift);
+            let inexact = n.div_pow10(k);
+            round(&n, -(shift as i64), inexact)
+        };
+        checked(v)
+    }
+
+    fn parse_hex(s: &[u8]) -> Result<Ld, ()> {
+        let (digits, frac, exp) = split_number(s, true).ok_or(())?;
+        let mut n = Big::default();
+        for &c in &digits {
+            n.shl(4);
+            n.add_small((c as char).to_digit(16).expect("hex digit"));
+        }
+        if n.is_zero() {
+            return Ok(Ld::ZERO);
+        }
+        checked(round(&n, exp - 4 * frac as i64, false))
+    }
+
+    /// Rejects values out of the finite range (strtold's ERANGE cases).
+    fn checked(v: Ld) -> Result<Ld, ()> {
+        if v.exp > EXP_MAX || v.exp < EXP_MIN {
+            Err(())
+        } else {
+            Ok(v)
+        }
+    }
+
+    /// Rounds `n * 2^exp2` (with `inexact` meaning bits below `n` were non-zero) to a
+    /// 64-bit mantissa, ties to even.
+    fn round(n: &Big, exp2: i64, inexact: bool) -> Ld {
+        let bits = n.bits();
+        if bits <= 64 {
+            let m = n.low_u64();
+            return Ld { neg: false, mant: m << (64 - bits), exp: exp2 + bits as i64 - 64 };
+        }
+        let drop = bits - 64;
+        let mut mant = n.bits_at(drop, 64);
+        let half = n.bit(drop - 1);
+        let rest = inexact || n.any_below(drop - 1);
+        let mut exp = exp2 + drop as i64;
+        if half && (rest || mant & 1 == 1) {
+            let (m, carry) = mant.overflowing_add(1);
+            mant = if carry {
+                exp += 1;
+                1 << 63
+            } else {
+                m
+            };
+        }
+        Ld { neg: false, mant, exp }
+    }
+
+    /// `a + b` rounded to nearest even; None if the result overflows to infinity.
+    pub fn add(a: Ld, b: Ld) -> Option<Ld> {
+        if a.mant == 0 {
+            return Some(if b.mant == 0 { Ld { neg: a.neg && b.neg, ..Ld::ZERO } } else { b });
+        }
+        if b.mant == 0 {
+            return Some(a);
+        }
+        // Order by magnitude: `a` is the larger.
+        let (a, b) = if (a.exp, a.mant) >= (b.exp, b.mant) { (a, b) } else { (b, a) };
+        let d = (a.exp - b.exp) as u64;
+        // 62 guard bits below the mantissa; everything shifted out of `b` is folded
+        // into a sticky bit, which suffices for correct rounding of sums and differences.
+        let x = (a.mant as u128) << 62;
+        let yb = (b.mant as u128) << 62;
+        let y = if d >= 127 {
+            1
+        } else {
+            let v = yb >> d;
+            v | ((v << d) != yb) as u128
+        };
+        let s = if a.neg == b.neg { x + y } else { x - y };
+        if s == 0 {
+            return Some(Ld::ZERO);
+        }
+        let bits = 128 - s.leading_zeros() as i64;
+        let base = a.exp - 62;
+        let v = if bits <= 64 {
+            Ld { neg: a.neg, mant: (s << (64 - bits)) as u64, exp: base - (64 - bits) }
+        } else {
+            let drop = (bits - 64) as u32;
+            let mut mant = (s >> drop) as u64;
+            let rem = s & ((1u128 << drop) - 1);
+            let half = 1u128 << (drop - 1);
+            let mut exp = base + drop as i64;
+            if rem > half || (rem == half && mant & 1 == 1) {
+                let (m, carry) = mant.overflowing_add(1);
+                mant = if carry {
+                    exp += 1;
+                    1 << 63
+                } else {
+                    m
+                };
+            }
+            Ld { neg: a.neg, mant, exp }
+        };
+        (v.exp <= EXP_MAX).then_some(v)
+    }
+
+    /// `printf("%.17Lf")` with trailing zeros (and a bare dot) removed and "-0" shown as
+    /// "0": Redis's `ld2string(..., LD_STR_HUMAN)`.
+    pub fn fmt_human(v: Ld) -> Vec<u8> {
+        // n = round(|v| * 10^17), ties to even, as glibc's printf rounds.
+        let mut n = Big::from_u64(v.mant);
+        n.mul_pow10(17);
+        if v.exp >= 0 {
+            n.shl(v.exp as u32);
+        } else {
+            let sh = v.exp.unsigned_abs();
+            if sh > n.bits() as u64 {
+                n = Big::default();
+            } else {
+                let sh = sh as usize;
+                let half = n.bit(sh - 1);
+                let rest = sh >= 2 && n.any_below(sh - 1);
+                n.shr(sh);
+                if half && (rest || n.low_u64() & 1 == 1) {
+                    n.add_small(1);
+                }
+            }
+        }
+        let mut digits = n.to_decimal();
+        while digits.len() < 18 {
+            digits.insert(0, b'0');
+        }
+        let point = digits.len() - 17;
+        let mut out = Vec::with_capacity(digits.len() + 2);
+        if v.neg {
+            out.push(b'-');
+        }
+        out.extend_from_slice(&digits[..point]);
+        out.push(b'.');
+        out.extend_from_slice(&digits[point..]);
+        while out.last() == Some(&b'0') {
+            out.pop();
+        }
+        if out.last() == Some(&b'.') {
+            out.pop();
+        }
+        if out == b"-0" {
+            out = b"0".to_vec();
+        }
+        out
+    }
+
+    /// A little-endian arbitrary-precision unsigned integer in 32-bit limbs.
+    #[derive(Default, Clone, Debug)]
+    struct Big(Vec<u32>);
+
+    impl Big {
+        fn from_u64(v: u64) -> Big {
+            let mut b = Big(vec![v as u32, (v >> 32) as u32]);
+            b.trim();
+            b
+        }
+
+        fn from_decimal(digits: &[u8]) -> Big {
+            let mut b = Big::default();
+            for chunk in digits.chunks(9) {
+                let mut v = 0u32;
+                for &c in chunk {
+                    v = v * 10 + (c - b'0') as u32;
+                }
+                b.mul_small(10u32.pow(chunk.len() as u32));
+                b.add_small(v);
+            }
+            b
+        }
+
+        fn trim(&mut self) {
+            while self.0.last() == Some(&0) {
+                self.0.pop();
+            }
+        }
+
+        fn is_zero(&self) -> bool {
+            self.0.is_empty()
+        }
+
+        fn bits(&self) -> usize {
+            match self.0.last() {
+                None => 0,
+                Some(&top) => self.0.len() * 32 - top.leading_zeros() as usize,
+            }
+        }
+
+        fn bit(&self, i: usize) -> bool {
+            self.0.get(i / 32).is_some_and(|&l| (l >> (i % 32)) & 1 == 1)
+        }
+
+        /// True if any bit below position `i` is set.
+        fn any_below(&self, i: usize) -> bool {
+            let (limbs, rem) = (i / 32, i % 32);
+            self.0[..limbs.min(self.0.len())].iter().any(|&l| l != 0)
+                || (rem > 0 && self.0.get(limbs).is_some_and(|&l| l & ((1u32 << rem) - 1) != 0))
+        }
+
+        /// The `len` (<= 64) bits starting at bit `from`.
+        fn bits_at(&self, from: usize, len: usize) -> u64 {
+            (0..len).fold(0u64, |acc, i| acc | ((self.bit(from + i) as u64) << i))
+        }
+
+        fn low_u64(&self) -> u64 {
+            let lo = self.0.first().copied().unwrap_or(0) as u64;
+            let hi = self.0.get(1).copied().unwrap_or(0) as u64;
+            lo | (hi << 32)
+        }
+
+        fn mul_small(&mut self, m: u32) {
+            let mut carry = 0u64;
+            for l in &mut self.0 {
+                let v = *l as u64 * m as u64 + carry;
+                *l = v as u32;
+                carry = v >> 32;
+            }
+            if carry > 0 {
+                self.0.push(carry as u32);
+            }
+            self.trim();
+        }
+
+        fn add_small(&mut self, a: u32) {
+            let mut carry = a as u64;
+            for l in &mut self.0 {
+                if carry == 0 {
+                    break;
+                }
+                let v = *l as u64 + carry;
+                *l = v as u32;
+                carry = v >> 32;
+            }
+            if carry > 0 {
+                self.0.push(carry as u32);
+            }
+        }
+
+        /// Divides in place; returns the remainder.
+        fn div_small(&mut self, d: u32) -> u32 {
+            let mut rem = 0u64;
+            for l in self.0.iter_mut().rev() {
+                let v = (rem << 32) | *l as u64;
+                *l = (v / d as u64) as u32;
+                rem = v % d as u64;
+            }
+            self.trim();
+            rem as u32
+        }
+
+        fn mul_pow10(&mut self, mut k: u32) {
+            while k > 0 {
+                let step = k.min(9);
+                self.mul_small(10u32.pow(step));
+                k -= step;
+            }
+        }
+
+        /// Divides by 10^k, truncating; returns true if the division was inexact.
+        fn div_pow10(&mut self, mut k: u32) -> bool {
+            let mut inexact = false;
+            while k > 0 {
+                let step = k.min(9);
+                inexact |= self.div_small(10u32.pow(step)) != 0;
+                k -= step;
+            }
+            inexact
+        }
+
+        fn shl(&mut self, n: u32) {
+            if self.is_zero() {
+                return;
+            }
+            let (limbs, bits) = ((n / 32) as usize, n % 32);
+            if bits > 0 {
+                let mut carry = 0u32;
+                for l in &mut self.0 {
+                    let v = *l;
+                    *l = (v << bits) | carry;
+                    carry = v >> (32 - bits);
+                }
+                if carry > 0 {
+                    self.0.push(carry);
+                }
+            }
+            self.0.splice(0..0, std::iter::repeat(0).take(limbs));
+        }
+
+        fn shr(&mut self, n: usize) {
+            let (limbs, bits) = (n / 32, (n % 32) as u32);
+            if limbs >= self.0.len() {
+                self.0.clear();
+                return;
+            }
+            self.0.drain(..limbs);
+            if bits > 0 {
+                let len = self.0.len();
+                for i in 0..len {
+                    let hi = if i + 1 < len { self.0[i + 1] << (32 - bits) } else { 0 };
+                    self.0[i] = (self.0[i] >> bits) | hi;
+                }
+            }
+            self.trim();
+        }
+
+        fn to_decimal(&self) -> Vec<u8> {
+            let mut n = self.clone();
+            let mut chunks = Vec::new();
+            while !n.is_zero() {
+                chunks.push(n.div_small(1_000_000_000));
+            }
+            let mut out = Vec::new();
+            match chunks.pop() {
+                None => out.push(b'0'),
+                Some(top) => out.extend_from_slice(top.to_string().as_bytes()),
+            }
+            for c in chunks.iter().rev() {
+                out.extend_from_slice(format!("{c:09}").as_bytes());
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::longdouble::{add, fmt_human, parse};
+    use super::*;
+
+    fn incr(a: &str, b: &str) -> String {
+        let x = parse(a.as_bytes()).unwrap().unwrap();
+        let y = parse(b.as_bytes()).unwrap().unwrap();
+        String::from_utf8(fmt_human(add(x, y).unwrap())).unwrap()
+    }
+
+    #[test]
+    fn long_double_matches_redis() {
+        assert_eq!(incr("10.5", "0.1"), "10.6");
+        assert_eq!(incr("0.1", "0.2"), "0.3");
+        assert_eq!(incr("0", "3.0e3"), "3000");
+        assert_eq!(incr("5", "-5"), "0");
+        assert_eq!(incr("-0.0", "-0"), "0");
+        assert_eq!(incr("1", "-1.1"), "-0.1");
+        assert_eq!(incr("17179869184", "1.5"), "17179869185.5");
+        assert_eq!(incr("0x10", "0x1p-1"), "16.5");
+        assert_eq!(incr("1e-20", "0"), "0");
+        assert!(incr("1e4900", "0").starts_with("1000000000000000000"));
+        assert_eq!(parse(b"inf"), Ok(None));
+        assert_eq!(parse(b"-Infinity"), Ok(None));
+        for bad in [&b""[..], b" 1", b"1 ", b"nan", b"1e5000", b"1e-5000", b"abc", b"1e", b"0x", b"."] {
+            assert_eq!(parse(bad), Err(()), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert!(add(parse(b"1e4932").unwrap().unwrap(), parse(b"1e4932").unwrap().unwrap()).is_none());
+    }
+
+    #[test]
+    fn cursors_parse_like_strtoul() {
+        assert_eq!(parse_cursor(b"0"), Ok(0));
+        assert_eq!(parse_cursor(b""), Ok(0));
+        assert_eq!(parse_cursor(b"+7"), Ok(7));
+        assert_eq!(parse_cursor(b"-1"), Ok(u64::MAX));
+        assert!(parse_cursor(b"18446744073709551616").is_err());
+        assert!(parse_cursor(b" 1").is_err());
+        assert!(parse_cursor(b"1x").is_err());
+    }
+
+    #[test]
+    fn scan_pages_cover_everything_once() {
+        let keys: Vec<Vec<u8>> = (0..1000).map(|i| format!("field:{i}").into_bytes()).collect();
+        let mut seen = Vec::new();
+        let mut cursor = 0;
+        loop {
+            let (page, next) = scan_page(keys.iter().map(|k| (&k[..], k.clone())), cursor, 7);
+            assert!(!page.is_empty() && page.len() <= 8);
+            seen.extend(page);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        seen.sort();
+        let mut want = keys.clone();
+        want.sort();
+        assert_eq!(seen, want);
+    }
+}

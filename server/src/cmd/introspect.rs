@@ -15,8 +15,8 @@ pub const COMMANDS: &[Spec] = &[
         Spec::new("command|info", -2, LOADING | STALE, (0, 0, 0), "server", super::container_only),
         Spec::new("command|docs", -2, LOADING | STALE, (0, 0, 0), "server", super::container_only),
         Spec::new("command|list", -2, LOADING | STALE, (0, 0, 0), "server", super::container_only),
-        Spec::new("command|getkeys", -3, LOADING | STALE, (0, 0, 0), "server", super::container_only),
-        Spec::new("command|getkeysandflags", -3, LOADING | STALE, (0, 0, 0), "server", super::container_only),
+        Spec::new("command|getkeys", -4, LOADING | STALE, (0, 0, 0), "server", super::container_only),
+        Spec::new("command|getkeysandflags", -4, LOADING | STALE, (0, 0, 0), "server", super::container_only),
         Spec::new("command|help", 2, LOADING | STALE, (0, 0, 0), "server", super::container_only),
     ]),
     Spec::new("slowlog", -2, 0, (0, 0, 0), "server", slowlog).with_subcommands(&[

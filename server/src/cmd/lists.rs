@@ -190,7 +190,12 @@ fn block_keys(keys: &[Bytes]) -> Vec<Bytes> {
 /// Looks up a list to pop from for a blocking command. `Ok(None)` when there is nothing
 /// to pop. A key of another type is an error, except when serving a blocked client: Redis
 /// only serves list waiters from keys that hold lists, so such a client keeps waiting.
-fn blocking_source<'a>(ks: &'a mut Keyspace, db: usize, serving: bool, key: &[u8]) -> Result<Option<&'a mut List>, CmdError> {
+fn blocking_source<'a>(
+    ks: &'a mut Keyspace,
+    db: usize,
+    serving: bool,
+    key: &[u8],
+) -> Result<Option<&'a mut List>, CmdError> {
     let Some(e) = ks.write(db, key) else { return Ok(None) };
     match args::as_list_mut(e) {
         Ok(l) if l.is_empty() => Ok(None),
@@ -268,7 +273,7 @@ fn pop_generic(ctx: &mut Ctx, argv: &[Bytes], end: End) -> CmdResult {
         return Err(err::wrong_args(&args::s(&argv[0])));
     }
     let count = match argv.get(2) {
-        Some(a) => Some(args::positive_or(a, err::NOT_POSITIVE)?),
+        Some(a) => Some(non_negative(a, POSITIVE_MSG)?),
         None => None,
     };
     let key = &argv[1];
@@ -453,6 +458,9 @@ pub(super) fn non_negative(a: &[u8], msg: &'static str) -> Result<u64, CmdError>
         _ => Err(CmdError::Static(msg)),
     }
 }
+
+/// Redis's message for a count that must be >= 0 (also given for a non-integer).
+pub(super) const POSITIVE_MSG: &str = "ERR value is out of range, must be positive";
 
 /// An integer in `1..=i64::MAX` whose errors all read `msg` (Redis's
 /// `getRangeLongFromObjectOrReply(..., 1, LONG_MAX, msg)`).
@@ -646,7 +654,9 @@ fn brpoplpush(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
 /// blocking is impossible (MULTI) the reply is a null bulk string, as in Redis (whereas a
 /// real timeout replies with a null array).
 fn block_move(ctx: &mut Ctx, src: &Bytes, dst: &Bytes, from: End, to: End, deadline: i64, op: &[&[u8]]) -> CmdResult {
-    if blocking_source(ctx.ks, ctx.db, ctx.block_mode == BlockMode::Serving, src)?.is_some() && move_element(ctx, src, dst, from, to)? {
+    if blocking_source(ctx.ks, ctx.db, ctx.block_mode == BlockMode::Serving, src)?.is_some()
+        && move_element(ctx, src, dst, from, to)?
+    {
         ctx.propagate(op);
         return Ok(());
     }
@@ -788,4 +798,127 @@ fn pop_from_first(ctx: &mut Ctx, keys: &[Bytes], end: End, count: Option<u64>) -
         return Ok(true);
     }
     Ok(false)
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::shared::Shared;
+
+    /// Runs one command line against `ks` (outside any connection) and returns the raw
+    /// reply, with a marker when the command asked to block.
+    pub(in crate::cmd) fn run(ks: &mut Keyspace, srv: &Shared, line: &[&[u8]]) -> String {
+        let argv: Vec<Bytes> = line.iter().map(|a| Bytes::copy_from_slice(a)).collect();
+        let spec = crate::cmd::lookup(&argv[0]).expect("known command");
+        let mut out = ReplyBuf::new(false);
+        let mut ctx = Ctx {
+            ks,
+            srv,
+            out: &mut out,
+            db: 0,
+            client_id: 1,
+            conn: None,
+            block_mode: BlockMode::Allowed,
+            block: None,
+            in_multi: false,
+        };
+        let res = (spec.handler)(&mut ctx, &argv);
+        let blocked = ctx.block.is_some();
+        let mut s = String::from_utf8_lossy(&out.buf).into_owned();
+        if let Err(e) = res {
+            s = format!("-{}", e.text());
+        }
+        if blocked {
+            s.push_str("<blocked>");
+        }
+        s
+    }
+
+    /// Replays what `primary` recorded on a fresh keyspace and checks both hold the same
+    /// data: the propagated forms must be deterministic and equivalent.
+    pub(in crate::cmd) fn assert_replica_converges(primary: &mut Keyspace, srv: &Shared) {
+        let ops = primary.effects.take().expect("recording");
+        let mut replica = Keyspace::new(1);
+        for op in &ops {
+            let line: Vec<&[u8]> = op.argv.iter().map(|a| a.as_ref()).collect();
+            run(&mut replica, srv, &line);
+        }
+        assert_eq!(dump(primary), dump(&mut replica), "ops: {ops:?}");
+    }
+
+    fn dump(ks: &mut Keyspace) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
+        let mut v: Vec<_> = ks.dbs[0]
+            .table
+            .iter()
+            .map(|(_, e)| {
+                let items: Vec<Vec<u8>> = match &e.value {
+                    Value::List(l) => l.iter().map(|b| b.to_vec()).collect(),
+                    Value::Set(s) => {
+                        let mut m: Vec<Vec<u8>> = s.members().iter().map(|b| b.to_vec()).collect();
+                        m.sort();
+                        m
+                    }
+                    other => vec![other.type_name().as_bytes().to_vec()],
+                };
+                (e.key.to_vec(), items)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub(in crate::cmd) fn setup() -> (Keyspace, std::sync::Arc<Shared>) {
+        let mut ks = Keyspace::new(1);
+        ks.effects = Some(Vec::new());
+        (ks, Shared::new(Config::default()))
+    }
+
+    #[test]
+    fn pops_and_moves_replicate() {
+        let (mut ks, srv) = setup();
+        let script: &[&[&[u8]]] = &[
+            &[b"rpush", b"a", b"1", b"2", b"3", b"4", b"5"],
+            &[b"blpop", b"nokey", b"a", b"0"],
+            &[b"brpop", b"a", b"0"],
+            &[b"blmove", b"a", b"b", b"left", b"right", b"0"],
+            &[b"brpoplpush", b"a", b"b", b"0"],
+            &[b"lmpop", b"2", b"x", b"b", b"right", b"count", b"9"],
+            &[b"rpush", b"c", b"1", b"2", b"3"],
+            &[b"blmpop", b"0", b"1", b"c", b"left", b"count", b"2"],
+            &[b"lpop", b"c", b"0"],
+            &[b"ltrim", b"a", b"0", b"-1"],
+            &[b"lrem", b"a", b"0", b"nothing"],
+        ];
+        let replies: Vec<String> = script.iter().map(|l| run(&mut ks, &srv, l)).collect();
+        assert_eq!(replies[1], "*2\r\n$1\r\na\r\n$1\r\n1\r\n");
+        assert_eq!(replies[5], "*2\r\n$1\r\nb\r\n*2\r\n$1\r\n2\r\n$1\r\n4\r\n");
+        // The no-op writes at the end propagate nothing.
+        let ops = ks.effects.as_ref().unwrap();
+        assert!(ops
+            .iter()
+            .all(|o| !o.argv[0].eq_ignore_ascii_case(b"ltrim") && !o.argv[0].eq_ignore_ascii_case(b"lrem")));
+        assert!(ops.iter().all(|o| !o.argv[0].starts_with(b"B") && !o.argv[0].starts_with(b"b")));
+        assert_replica_converges(&mut ks, &srv);
+    }
+
+    #[test]
+    fn blocking_without_data() {
+        let (mut ks, srv) = setup();
+        assert_eq!(run(&mut ks, &srv, &[b"blpop", b"k", b"k", b"1"]), "<blocked>");
+        assert_eq!(run(&mut ks, &srv, &[b"blpop", b"k", b"-1"]), "-ERR timeout is negative");
+        assert_eq!(run(&mut ks, &srv, &[b"blpop", b"k", b"inf"]), "-ERR timeout is negative");
+        assert_eq!(run(&mut ks, &srv, &[b"blpop", b"k", b"-0.0001"]), "<blocked>");
+        assert_eq!(run(&mut ks, &srv, &[b"blpop", b"k", b"x"]), "-ERR timeout is not a float or out of range");
+    }
+
+    #[test]
+    fn lrem_directions() {
+        let mut l: List = ["a", "b", "a", "c", "a"].iter().map(|s| Blob::from(*s)).collect();
+        assert_eq!(remove_matches(&mut l, b"a", -2), 2);
+        assert_eq!(l.iter().map(|b| b.to_vec()).collect::<Vec<_>>(), vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(remove_matches(&mut l, b"a", 5), 1);
+        assert_eq!(remove_matches(&mut l, b"z", 0), 0);
+        assert_eq!(l.len(), 2);
+    }
 }

@@ -159,7 +159,23 @@ pub fn unsubscribe_all(srv: &Shared, conn: &mut Conn) {
 }
 
 fn publish(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
-    let n = ctx.srv.publish(&argv[1], &argv[2]);
+    let me = ctx.conn.as_ref().map(|c| c.id);
+    let (n, mine) = ctx.srv.publish_except(&argv[1], &argv[2], me);
+    for pattern in mine {
+        match pattern {
+            Some(p) => {
+                ctx.out.push(4);
+                ctx.out.bulk(b"pmessage");
+                ctx.out.bulk(&p);
+            }
+            None => {
+                ctx.out.push(3);
+                ctx.out.bulk(b"message");
+            }
+        }
+        ctx.out.bulk(&argv[1]);
+        ctx.out.bulk(&argv[2]);
+    }
     ctx.out.int(n as i64);
     Ok(())
 }
@@ -198,7 +214,8 @@ fn pubsub(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
             .collect();
         ctx.out.bulks(chans.iter());
     } else if is(sub, "numsub") {
-        ctx.out.map(n - 2);
+        // Redis replies a flat array here, in RESP3 too.
+        ctx.out.array(2 * (n - 2));
         for ch in &argv[2..] {
             let c = ctx.srv.pubsub.channels.get(ch).map_or(0, |m| m.len());
             ctx.out.bulk(ch);
@@ -213,7 +230,7 @@ fn pubsub(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     } else if is(sub, "shardchannels") && n <= 3 {
         ctx.out.array(0);
     } else if is(sub, "shardnumsub") {
-        ctx.out.map(n - 2);
+        ctx.out.array(2 * (n - 2));
         for ch in &argv[2..] {
             ctx.out.bulk(ch);
             ctx.out.int(0);

@@ -471,6 +471,9 @@ fn shutdown(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
 }
 
 fn debug(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    if !ctx.srv.config.read().enable_debug_command {
+        return Err(CmdError::Static("ERR DEBUG command not allowed. If the enable-debug-command option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server."));
+    }
     let sub = &argv[1];
     if is(sub, "sleep") && argv.len() == 3 {
         let secs = args::float(&argv[2])?;

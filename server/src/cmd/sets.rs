@@ -15,7 +15,7 @@ use redoubt_protocol::ReplyBuf;
 
 use super::args::{self, is};
 use super::flags::*;
-use super::lists::{at_least_one, non_negative};
+use super::lists::{at_least_one, non_negative, POSITIVE_MSG};
 use super::{err, CmdError, CmdResult, Ctx, Spec};
 use crate::keyspace::{notify, Blob, Keyspace, Set, Value};
 
@@ -290,7 +290,7 @@ fn spop_one(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
 /// SPOP key count: up to `count` distinct random members as a set reply, propagated as
 /// `SREM key members...` (or `DEL key` when the whole set goes, as Redis does).
 fn spop_count(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
-    let count = args::positive_or(&argv[2], err::NOT_POSITIVE)?;
+    let count = non_negative(&argv[2], POSITIVE_MSG)?;
     let key = &argv[1];
     let db = ctx.db;
     let mut rng = ctx.ks.rng.clone();
@@ -303,7 +303,7 @@ fn spop_count(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         ctx.out.set(0);
         return Ok(());
     }
-    if count as u64 >= set.len() as u64 {
+    if count >= set.len() as u64 {
         reply_set(ctx.out, set);
         ctx.ks.notify(notify::SET, "spop", db, key);
         delete_emptied(ctx, key);
@@ -598,10 +598,7 @@ fn parse_cursor(a: &[u8]) -> Result<u64, CmdError> {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return Err(INVALID);
     }
-    let v = digits
-        .iter()
-        .try_fold(0u64, |v, &d| v.checked_mul(10)?.checked_add(u64::from(d - b'0')))
-        .ok_or(INVALID)?;
+    let v = digits.iter().try_fold(0u64, |v, &d| v.checked_mul(10)?.checked_add(u64::from(d - b'0'))).ok_or(INVALID)?;
     Ok(if neg { v.wrapping_neg() } else { v })
 }
 
@@ -634,26 +631,30 @@ fn parse_scan_opts(opts: &[Bytes]) -> Result<(Option<&[u8]>, usize), CmdError> {
 /// or above `cursor` (plus any sharing the last one's hash, so equal hashes are never split
 /// across calls), and the cursor after them (0 when the walk is complete).
 fn scan_step(s: &HashSet<Blob>, cursor: u64, count: usize) -> (u64, Vec<&Blob>) {
-    // The `count` smallest eligible hashes, kept in a max-heap.
-    let mut smallest: BinaryHeap<u64> = BinaryHeap::with_capacity(count.min(s.len()) + 1);
-    let mut eligible = 0usize;
+    // One pass keeps the `count` smallest eligible hashes in a max-heap and remembers the
+    // smallest hash it had to leave out.
+    let mut batch: BinaryHeap<(u64, &Blob)> = BinaryHeap::with_capacity(count.min(s.len()) + 1);
+    let mut left_out: Option<u64> = None;
     for m in s {
         let h = member_hash(m);
         if h < cursor {
             continue;
         }
-        eligible += 1;
-        if smallest.len() < count {
-            smallest.push(h);
-        } else if smallest.peek().is_some_and(|&top| h < top) {
-            smallest.pop();
-            smallest.push(h);
+        batch.push((h, m));
+        if batch.len() > count {
+            let (dropped, _) = batch.pop().expect("non-empty");
+            left_out = Some(left_out.map_or(dropped, |l| l.min(dropped)));
         }
     }
-    let Some(&last) = smallest.peek() else { return (0, Vec::new()) };
-    let batch: Vec<&Blob> = s.iter().filter(|m| (cursor..=last).contains(&member_hash(m))).collect();
-    let done = batch.len() == eligible;
-    (if done { 0 } else { last.checked_add(1).unwrap_or(0) }, batch)
+    let Some(&(last, _)) = batch.peek() else { return (0, Vec::new()) };
+    match left_out {
+        None => (0, batch.into_iter().map(|(_, m)| m).collect()),
+        // A member left out shares the last hash (a 64-bit collision): take the whole group.
+        Some(l) if l == last => {
+            (last.checked_add(1).unwrap_or(0), s.iter().filter(|m| (cursor..=last).contains(&member_hash(m))).collect())
+        }
+        Some(_) => (last.checked_add(1).unwrap_or(0), batch.into_iter().map(|(_, m)| m).collect()),
+    }
 }
 
 /// A fixed, fast 64-bit hash of a member (FNV-1a over 8-byte words plus a final mix), for
@@ -731,5 +732,31 @@ mod tests {
         assert!(intersection(&[Some(&a), None]).is_empty());
         assert!(difference(&[None, Some(&a)]).is_empty());
         assert!(difference(&[Some(&a), Some(&a)]).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod replication_tests {
+    use crate::cmd::lists::tests::{assert_replica_converges, run, setup};
+
+    #[test]
+    fn random_pops_replicate() {
+        let (mut ks, srv) = setup();
+        let members: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+        let mut line: Vec<&[u8]> = vec![b"sadd", b"s"];
+        line.extend(members.iter().map(|m| m.as_bytes()));
+        run(&mut ks, &srv, &line);
+        run(&mut ks, &srv, &[b"sadd", b"i", b"1", b"2", b"3"]);
+        run(&mut ks, &srv, &[b"spop", b"s"]);
+        run(&mut ks, &srv, &[b"spop", b"s", b"5"]);
+        run(&mut ks, &srv, &[b"spop", b"s", b"40"]);
+        run(&mut ks, &srv, &[b"spop", b"i", b"3"]);
+        run(&mut ks, &srv, &[b"smove", b"s", b"t", b"m1"]);
+        run(&mut ks, &srv, &[b"sadd", b"u", b"x", b"1"]);
+        run(&mut ks, &srv, &[b"sunionstore", b"d", b"s", b"u"]);
+        run(&mut ks, &srv, &[b"srem", b"s", b"nope"]);
+        let ops = ks.effects.as_ref().unwrap();
+        assert!(ops.iter().all(|o| !o.argv[0].eq_ignore_ascii_case(b"spop")));
+        assert_replica_converges(&mut ks, &srv);
     }
 }

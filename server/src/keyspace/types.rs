@@ -318,6 +318,13 @@ impl ZSet {
         Some(s)
     }
 
+    /// Removes and returns the lowest (or with `max`, highest) member and its score.
+    pub fn pop(&mut self, max: bool) -> Option<(Blob, f64)> {
+        let (s, m) = if max { self.tree.pop_last()? } else { self.tree.pop_first()? };
+        self.dict.remove(&m);
+        Some((m, s.0))
+    }
+
     /// 0-based rank in ascending order. O(rank).
     pub fn rank(&self, m: &[u8]) -> Option<usize> {
         let s = self.score(m)?;
