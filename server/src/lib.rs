@@ -33,6 +33,7 @@ pub mod conn;
 pub mod cron;
 pub mod keyspace;
 pub mod memory;
+pub mod replay;
 pub mod shared;
 
 use std::sync::Arc;

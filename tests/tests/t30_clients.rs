@@ -135,9 +135,12 @@ fn redis_cli_scan() {
         let want: BTreeSet<String> = (0..1000).map(|i| format!("user:{i}")).collect();
         assert_eq!(got.len(), so.lines().count(), "{}: --scan returned duplicates", t.name());
         assert_eq!(got, want.iter().map(String::as_str).collect(), "{}", t.name());
-        let (ok, so, _) = cli(&t, &["--scan", "--count", "7"], None);
-        assert!(ok);
+        let (ok, so, se) = cli(&t, &["--scan"], None);
+        assert!(ok, "{}: redis-cli --scan failed: {se}", t.name());
         assert_eq!(so.lines().collect::<BTreeSet<_>>().len(), 1050, "{}", t.name());
+        let (ok, so, se) = cli(&t, &["--scan", "--quoted-pattern", "\"other:1*\""], None);
+        assert!(ok, "{}: redis-cli --scan --quoted-pattern failed: {se}", t.name());
+        assert_eq!(so.lines().collect::<BTreeSet<_>>().len(), 11, "{}: {so}", t.name());
     }
 }
 

@@ -62,6 +62,12 @@ fn hash_or_create<'a>(ks: &'a mut Keyspace, db: usize, key: &[u8]) -> Result<(&'
     Ok((args::as_hash_mut(e)?, created))
 }
 
+/// The configured listpack limits for hashes: (entries, value length).
+fn limits(ctx: &Ctx) -> (usize, usize) {
+    let c = ctx.srv.config.read();
+    (c.hash_max_listpack_entries as usize, c.hash_max_listpack_value as usize)
+}
+
 /// Bookkeeping after a write that set fields: `new` for a created key, the command's
 /// event, WATCH invalidation.
 fn after_set(ctx: &mut Ctx, key: &[u8], created: bool, event: &'static str) {
@@ -94,8 +100,9 @@ fn set_pairs(ctx: &mut Ctx, argv: &[Bytes], name: &str) -> Result<usize, CmdErro
         return Err(err::wrong_args(name));
     }
     let key = &argv[1];
+    let (max_n, max_len) = limits(ctx);
     let (h, created) = hash_or_create(ctx.ks, ctx.db, key)?;
-    let added = argv[2..].chunks(2).filter(|p| h.set(&p[0], &p[1])).count();
+    let added = argv[2..].chunks(2).filter(|p| h.set_limited(&p[0], &p[1], max_n, max_len)).count();
     after_set(ctx, key, created, "hset");
     ctx.propagate(argv);
     Ok(added)
@@ -103,9 +110,10 @@ fn set_pairs(ctx: &mut Ctx, argv: &[Bytes], name: &str) -> Result<usize, CmdErro
 
 fn hsetnx(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     let key = &argv[1];
+    let (max_n, max_len) = limits(ctx);
     let (h, created) = hash_or_create(ctx.ks, ctx.db, key)?;
     // A new key never holds the field, so `created` implies the set happens.
-    let set = h.get(&argv[2]).is_none() && h.set(&argv[2], &argv[3]);
+    let set = h.get(&argv[2]).is_none() && h.set_limited(&argv[2], &argv[3], max_n, max_len);
     if set {
         after_set(ctx, key, created, "hset");
         ctx.propagate(argv);
@@ -230,13 +238,14 @@ impl<I: Iterator> ExactSizeIterator for ExactIter<I> {}
 fn hincrby(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     let (key, field) = (&argv[1], &argv[2]);
     let incr = args::int(&argv[3])?;
+    let (max_n, max_len) = limits(ctx);
     let (h, created) = hash_or_create(ctx.ks, ctx.db, key)?;
     let old = match h.get(field) {
         Some(v) => redoubt_protocol::num::parse_i64(v).ok_or(CmdError::Static("ERR hash value is not an integer"))?,
         None => 0,
     };
     let new = old.checked_add(incr).ok_or(err::OVERFLOW)?;
-    h.set(field, itoa::Buffer::new().format(new).as_bytes());
+    h.set_limited(field, itoa::Buffer::new().format(new).as_bytes(), max_n, max_len);
     after_set(ctx, key, created, "hincrby");
     ctx.propagate(argv);
     ctx.out.int(new);
@@ -250,6 +259,7 @@ fn hincrbyfloat(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         Ok(None) => return Err(CmdError::Static("ERR value is NaN or Infinity")),
         Ok(Some(v)) => v,
     };
+    let (max_n, max_len) = limits(ctx);
     let (h, created) = hash_or_create(ctx.ks, ctx.db, key)?;
     let old = match h.get(field).map(|v| longdouble::parse(v)) {
         None => longdouble::Ld::ZERO,
@@ -260,7 +270,7 @@ fn hincrbyfloat(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     };
     let sum = longdouble::add(old, incr).ok_or(CmdError::Static("ERR increment would produce NaN or Infinity"))?;
     let text = longdouble::fmt_human(sum);
-    h.set(field, &text);
+    h.set_limited(field, &text, max_n, max_len);
     after_set(ctx, key, created, "hincrbyfloat");
     // Like Redis, replicate the result rather than the increment, so that replicas never
     // depend on float formatting.

@@ -640,11 +640,22 @@ fn scan_step(s: &HashSet<Blob>, cursor: u64, count: usize) -> (u64, Vec<&Blob>) 
         if h < cursor {
             continue;
         }
-        batch.push((h, m));
-        if batch.len() > count {
-            let (dropped, _) = batch.pop().expect("non-empty");
-            left_out = Some(left_out.map_or(dropped, |l| l.min(dropped)));
-        }
+        let dropped = match batch.peek() {
+            Some(&(top, _)) if batch.len() >= count => {
+                if h >= top {
+                    h
+                } else {
+                    batch.pop();
+                    batch.push((h, m));
+                    top
+                }
+            }
+            _ => {
+                batch.push((h, m));
+                continue;
+            }
+        };
+        left_out = Some(left_out.map_or(dropped, |l| l.min(dropped)));
     }
     let Some(&(last, _)) = batch.peek() else { return (0, Vec::new()) };
     match left_out {

@@ -59,28 +59,32 @@ impl Hash {
 
     /// Sets a field; returns true if the field is new.
     pub fn set(&mut self, f: &[u8], val: &[u8]) -> bool {
+        self.set_limited(f, val, HASH_MAX_LISTPACK_ENTRIES, HASH_MAX_LISTPACK_VALUE)
+    }
+
+    /// Like [`Hash::set`], with the listpack limits (`hash-max-listpack-entries`/`-value`)
+    /// given: past them the hash becomes a hash table, for good.
+    pub fn set_limited(&mut self, f: &[u8], val: &[u8], max_entries: usize, max_value: usize) -> bool {
         if let Hash::Small(v) = self {
-            if let Some(p) = v.iter_mut().find(|(k, _)| k.as_slice() == f) {
-                p.1 = Blob::new(val);
-                self.maybe_convert(f.len().max(val.len()));
-                return false;
+            let new = match v.iter_mut().find(|(k, _)| k.as_slice() == f) {
+                Some(p) => {
+                    p.1 = Blob::new(val);
+                    false
+                }
+                None => {
+                    v.push((Blob::new(f), Blob::new(val)));
+                    true
+                }
+            };
+            if v.len() > max_entries || f.len().max(val.len()) > max_value {
+                let m: HashMap<Blob, Blob> = std::mem::take(v).into_iter().collect();
+                *self = Hash::Big(m);
             }
-            v.push((Blob::new(f), Blob::new(val)));
-            self.maybe_convert(f.len().max(val.len()));
-            return true;
+            return new;
         }
         match self {
             Hash::Big(m) => m.insert(Blob::new(f), Blob::new(val)).is_none(),
             Hash::Small(_) => unreachable!(),
-        }
-    }
-
-    fn maybe_convert(&mut self, newest_len: usize) {
-        if let Hash::Small(v) = self {
-            if v.len() > HASH_MAX_LISTPACK_ENTRIES || newest_len > HASH_MAX_LISTPACK_VALUE {
-                let m: HashMap<Blob, Blob> = std::mem::take(v).into_iter().collect();
-                *self = Hash::Big(m);
-            }
         }
     }
 
@@ -291,7 +295,22 @@ impl ZSet {
 
     /// Inserts or updates; returns the previous score.
     pub fn insert(&mut self, m: &[u8], score: f64) -> Option<f64> {
+        self.insert_limited(m, score, ZSET_MAX_LISTPACK_ENTRIES, ZSET_MAX_LISTPACK_VALUE)
+    }
+
+    /// Like [`ZSet::insert`], with the listpack limits (`zset-max-listpack-entries`/
+    /// `-value`) given: past them the set is a skiplist, for good.
+    ///
+    /// While small, a score of -0 is stored as 0, as Redis 7.0's listpack does (it
+    /// prints scores with `d2string`, which turns -0.0 into "0").
+    pub fn insert_limited(&mut self, m: &[u8], mut score: f64, max_entries: usize, max_value: usize) -> Option<f64> {
         let old = self.dict.get(m).copied();
+        if old.is_none() && (self.dict.len() + 1 > max_entries || m.len() > max_value) {
+            self.big = true;
+        }
+        if !self.big && score == 0.0 {
+            score = 0.0;
+        }
         match old {
             Some(o) => {
                 if o != score {
@@ -304,9 +323,6 @@ impl ZSet {
                 let b = Blob::new(m);
                 self.dict.insert(b.clone(), score);
                 self.tree.insert((Score(score), b));
-                if self.dict.len() > ZSET_MAX_LISTPACK_ENTRIES || m.len() > ZSET_MAX_LISTPACK_VALUE {
-                    self.big = true;
-                }
             }
         }
         old
