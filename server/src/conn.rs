@@ -199,7 +199,11 @@ impl Connection {
                 }
                 Flow::Continue => {}
             }
-            // 2. Wait for more bytes or for a push.
+            // 2. Wait for more bytes or for a push. Keep room for a full read: without this,
+            // BytesMut grows by tiny steps and every read returns a few bytes.
+            if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+                self.rbuf.reserve(16 * 1024);
+            }
             let idle = self.shared.config.read().timeout;
             tokio::select! {
                 r = self.stream.read_buf(&mut self.rbuf) => {
@@ -357,7 +361,7 @@ impl Connection {
                 if self.paused_for(spec) {
                     return Flow::Paused(argv);
                 }
-                if !shared.monitors.is_empty() && spec.flags & (flags::SKIP_MONITOR | flags::ADMIN) == 0 {
+                if shared.monitor_count.load(Ordering::Relaxed) > 0 && spec.flags & (flags::SKIP_MONITOR | flags::ADMIN) == 0 {
                     feed_monitors(&shared, self.conn.db, &self.conn.info, &argv);
                 }
                 st.ks.now_ms = now_ms();
@@ -600,7 +604,9 @@ impl Connection {
         if !self.conn.psubs.is_empty() {
             self.shared.pubsub.patterns.write().retain(|(_, c)| c.id != id);
         }
-        self.shared.monitors.remove(&id);
+        if self.shared.monitors.remove(&id).is_some() {
+            self.shared.monitor_count.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

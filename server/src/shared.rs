@@ -181,6 +181,8 @@ pub struct Shared {
     pub pause: Mutex<Pause>,
     pub unpaused: Notify,
     pub monitors: DashMap<u64, Arc<ClientInfo>>,
+    /// Number of MONITOR clients (checked on every command, so kept apart from the map).
+    pub monitor_count: AtomicUsize,
     pub shutdown: Notify,
     pub shutting_down: AtomicBool,
     /// The port actually bound (differs from config when started on port 0).
@@ -221,6 +223,7 @@ impl Shared {
             pause: Mutex::new(Pause::default()),
             unpaused: Notify::new(),
             monitors: DashMap::new(),
+            monitor_count: AtomicUsize::new(0),
             shutdown: Notify::new(),
             shutting_down: AtomicBool::new(false),
             port: AtomicUsize::new(0),

@@ -38,16 +38,16 @@ pub fn s(a: &[u8]) -> String {
 }
 
 /// A blocking timeout in seconds (may be fractional) -> absolute deadline in ms (0 = none).
+/// Mirrors Redis's `getTimeoutFromObjectOrReply`: the value is rounded up to whole ms, a
+/// negative or unrepresentable one is "timeout is negative".
 pub fn timeout_deadline(ctx: &Ctx, a: &[u8]) -> Result<i64, CmdError> {
-    let secs = parse_f64(a).filter(|v| v.is_finite()).ok_or(err::TIMEOUT)?;
-    if secs < 0.0 {
+    let secs = parse_f64(a).ok_or(err::TIMEOUT)?;
+    let ms = (secs * 1000.0).ceil();
+    if ms < 0.0 || ms >= i64::MAX as f64 {
         return Err(err::TIMEOUT_NEG);
     }
-    let ms = (secs * 1000.0).ceil();
-    if ms > (i64::MAX / 2) as f64 {
-        return Err(err::TIMEOUT);
-    }
-    Ok(if ms == 0.0 { 0 } else { ctx.ks.now_ms + ms as i64 })
+    let ms = ms as i64;
+    Ok(if ms == 0 { 0 } else { ctx.ks.now_ms.saturating_add(ms) })
 }
 
 /// Redis's start/end index normalisation for LRANGE/GETRANGE/ZRANGE: returns the inclusive
@@ -93,111 +93,89 @@ typed!(as_set, as_set_mut, Set, crate::keyspace::Set);
 typed!(as_zset, as_zset_mut, ZSet, crate::keyspace::ZSet);
 
 /// Glob-style matching as Redis's `stringmatchlen` (used by KEYS, SCAN MATCH, PSUBSCRIBE,
-/// CONFIG GET). `nocase` folds ASCII case.
+/// CONFIG GET): `*`, `?`, `[abc]`, `[^a-z]`, `\x`. `nocase` folds ASCII case.
+///
+/// Iterative with backtracking to the last `*` only, so time is O(pattern x string) even for
+/// hostile patterns like `*a*a*a*a...b` (a recursive matcher is exponential there).
 pub fn glob_match(pattern: &[u8], s: &[u8], nocase: bool) -> bool {
-    glob(pattern, s, nocase, 0)
-}
-
-fn glob(mut p: &[u8], mut s: &[u8], nocase: bool, depth: usize) -> bool {
-    // Redis bounds recursion to protect the stack from patterns like "*a*a*a*...".
-    if depth > 1000 {
-        return false;
-    }
-    let eq = |a: u8, b: u8| if nocase { a.eq_ignore_ascii_case(&b) } else { a == b };
-    while !p.is_empty() && !s.is_empty() {
-        match p[0] {
-            b'*' => {
-                while p.len() > 1 && p[1] == b'*' {
-                    p = &p[1..];
-                }
-                if p.len() == 1 {
-                    return true;
-                }
-                for i in 0..=s.len() {
-                    if glob(&p[1..], &s[i..], nocase, depth + 1) {
+    let (mut p, mut i) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None; // (pattern pos after '*', string pos)
+    while i < s.len() {
+        if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    while p < pattern.len() && pattern[p] == b'*' {
+                        p += 1;
+                    }
+                    if p == pattern.len() {
                         return true;
                     }
+                    star = Some((p, i));
+                    continue;
                 }
-                return false;
-            }
-            b'?' => {
-                s = &s[1..];
-                p = &p[1..];
-                continue;
-            }
-            b'[' => {
-                p = &p[1..];
-                let not = p.first() == Some(&b'^');
-                if not {
-                    p = &p[1..];
-                }
-                let mut matched = false;
-                loop {
-                    if p.is_empty() {
-                        break;
+                _ => {
+                    if let Some(next) = match_one(pattern, p, s[i], nocase) {
+                        p = next;
+                        i += 1;
+                        continue;
                     }
-                    if p[0] == b'\\' && p.len() >= 2 {
-                        p = &p[1..];
-                        if eq(p[0], s[0]) {
-                            matched = true;
-                        }
-                    } else if p[0] == b']' {
-                        break;
-                    } else if p.len() >= 3 && p[1] == b'-' {
-                        let (mut lo, mut hi) = (p[0], p[2]);
-                        if lo > hi {
-                            std::mem::swap(&mut lo, &mut hi);
-                        }
-                        let c = s[0];
-                        let (c, lo, hi) = if nocase {
-                            (c.to_ascii_lowercase(), lo.to_ascii_lowercase(), hi.to_ascii_lowercase())
-                        } else {
-                            (c, lo, hi)
-                        };
-                        if c >= lo && c <= hi {
-                            matched = true;
-                        }
-                        p = &p[2..];
-                    } else if eq(p[0], s[0]) {
-                        matched = true;
-                    }
-                    p = &p[1..];
-                }
-                // p now at ']' or empty
-                if !p.is_empty() {
-                    p = &p[1..];
-                }
-                if not {
-                    matched = !matched;
-                }
-                if !matched {
-                    return false;
-                }
-                s = &s[1..];
-                continue;
-            }
-            b'\\' if p.len() >= 2 => {
-                p = &p[1..];
-                if !eq(p[0], s[0]) {
-                    return false;
-                }
-            }
-            c => {
-                if !eq(c, s[0]) {
-                    return false;
                 }
             }
         }
-        s = &s[1..];
-        p = &p[1..];
-        if s.is_empty() {
-            while p.first() == Some(&b'*') {
-                p = &p[1..];
+        // Mismatch: let the last '*' swallow one more character, or fail.
+        match star {
+            Some((sp, si)) => {
+                p = sp;
+                i = si + 1;
+                star = Some((sp, si + 1));
             }
-            break;
+            None => return false,
         }
     }
-    p.is_empty() && s.is_empty()
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Matches one pattern element at `p` against `c`; returns the position after the element.
+fn match_one(pat: &[u8], p: usize, c: u8, nocase: bool) -> Option<usize> {
+    let eq = |a: u8, b: u8| if nocase { a.eq_ignore_ascii_case(&b) } else { a == b };
+    match pat[p] {
+        b'?' => Some(p + 1),
+        b'\\' if p + 1 < pat.len() => eq(pat[p + 1], c).then_some(p + 2),
+        b'[' => {
+            let mut q = p + 1;
+            let not = pat.get(q) == Some(&b'^');
+            if not {
+                q += 1;
+            }
+            let mut matched = false;
+            // Like Redis, an unterminated class runs to the end of the pattern.
+            while q < pat.len() && pat[q] != b']' {
+                if pat[q] == b'\\' && q + 1 < pat.len() {
+                    q += 1;
+                    matched |= eq(pat[q], c);
+                    q += 1;
+                } else if q + 2 < pat.len() && pat[q + 1] == b'-' && pat[q + 2] != b']' {
+                    let (mut lo, mut hi) = (pat[q], pat[q + 2]);
+                    if lo > hi {
+                        std::mem::swap(&mut lo, &mut hi);
+                    }
+                    let (c2, lo, hi) = if nocase {
+                        (c.to_ascii_lowercase(), lo.to_ascii_lowercase(), hi.to_ascii_lowercase())
+                    } else {
+                        (c, lo, hi)
+                    };
+                    matched |= c2 >= lo && c2 <= hi;
+                    q += 3;
+                } else {
+                    matched |= eq(pat[q], c);
+                    q += 1;
+                }
+            }
+            let end = if q < pat.len() { q + 1 } else { q };
+            (matched != not).then_some(end)
+        }
+        other => eq(other, c).then_some(p + 1),
+    }
 }
 
 /// Copies an argument into an owned `Bytes` detached from the read buffer (so storing it
@@ -222,6 +200,13 @@ mod tests {
         assert!(glob_match(b"a\\*b", b"a*b", false));
         assert!(glob_match(b"MAXMEM*", b"maxmemory", true));
         assert!(!glob_match(&b"*a".repeat(50), &b"a".repeat(40), false));
+        assert!(!glob_match(&[&b"*a".repeat(30)[..], b"b"].concat(), &b"a".repeat(5000), false));
+        assert!(glob_match(b"*", b"", false));
+        assert!(!glob_match(b"?", b"", false));
+        assert!(glob_match(b"a*", b"a", false));
+        assert!(glob_match(b"*b*", b"abc", false));
+        assert!(!glob_match(b"a[b", b"ab", false) || glob_match(b"a[b", b"ab", false));
+        assert!(glob_match(b"[\\]]x", b"]x", false));
     }
 
     #[test]

@@ -90,7 +90,9 @@ fn reset(ctx: &mut Ctx, _argv: &[Bytes]) -> CmdResult {
     }
     if conn.monitor {
         conn.monitor = false;
-        srv.monitors.remove(&id);
+        if srv.monitors.remove(&id).is_some() {
+            srv.monitor_count.fetch_sub(1, Ordering::Relaxed);
+        }
     }
     ctx.db = 0;
     ctx.out.set_resp3(false);

@@ -432,7 +432,7 @@ impl<'a> ScanOpts<'a> {
                 if n < 1 {
                     return Err(err::SYNTAX);
                 }
-                o.count = n.min(usize::MAX as i64) as usize;
+                o.count = usize::try_from(n).unwrap_or(usize::MAX);
             } else if is(&opts[i], "match") && has_value {
                 let p = &opts[i + 1][..];
                 // "*" matches everything; skip the matcher for it as Redis does.

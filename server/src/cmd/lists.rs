@@ -10,7 +10,6 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use redoubt_protocol::num::parse_f64;
 use redoubt_protocol::ReplyBuf;
 
 use super::args::{self, is};
@@ -160,21 +159,6 @@ fn reply_elements<'a>(out: &mut ReplyBuf, items: impl ExactSizeIterator<Item = &
     }
 }
 
-/// A blocking timeout in seconds -> absolute deadline in ms (0 = wait forever).
-///
-/// Like `args::timeout_deadline`, but with the exact edges of Redis 7.0's
-/// `getTimeoutFromObjectOrReply`: it casts `ceil(secs * 1000)` to `long long`, so values too
-/// large for it (including `inf`) come out negative and are refused as "timeout is
-/// negative", while tiny negatives such as `-0.0001` round to 0 and block forever.
-fn block_timeout(ctx: &Ctx, a: &[u8]) -> Result<i64, CmdError> {
-    let secs = parse_f64(a).ok_or(err::TIMEOUT)?;
-    let ms = (secs * 1000.0).ceil();
-    if ms < 0.0 || ms >= i64::MAX as f64 {
-        return Err(err::TIMEOUT_NEG);
-    }
-    let ms = ms as i64;
-    Ok(if ms == 0 { 0 } else { ctx.ks.now_ms.saturating_add(ms) })
-}
 
 /// Keys to block on, without duplicates (Redis registers each key once per client).
 fn block_keys(keys: &[Bytes]) -> Vec<Bytes> {
@@ -637,7 +621,7 @@ fn rpoplpush(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
 fn blmove(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     let from = End::parse(&argv[3])?;
     let to = End::parse(&argv[4])?;
-    let deadline = block_timeout(ctx, &argv[5])?;
+    let deadline = args::timeout_deadline(ctx, &argv[5])?;
     // Propagated as the LMOVE it amounts to.
     let op: [&[u8]; 5] = [b"LMOVE", &argv[1], &argv[2], &argv[3], &argv[4]];
     block_move(ctx, &argv[1], &argv[2], from, to, deadline, &op)
@@ -645,7 +629,7 @@ fn blmove(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
 
 /// BRPOPLPUSH source destination timeout
 fn brpoplpush(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
-    let deadline = block_timeout(ctx, &argv[3])?;
+    let deadline = args::timeout_deadline(ctx, &argv[3])?;
     let op: [&[u8]; 3] = [b"RPOPLPUSH", &argv[1], &argv[2]];
     block_move(ctx, &argv[1], &argv[2], End::Right, End::Left, deadline, &op)
 }
@@ -712,7 +696,7 @@ fn lmpop(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
 /// BLMPOP timeout numkeys key [key ...] LEFT|RIGHT [COUNT count]
 fn blmpop(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     let m = MpopArgs::parse(argv, 2)?;
-    let deadline = block_timeout(ctx, &argv[1])?;
+    let deadline = args::timeout_deadline(ctx, &argv[1])?;
     if !pop_from_first(ctx, m.keys, m.end, Some(m.count))? {
         ctx.block_on(block_keys(m.keys), deadline);
     }
@@ -729,7 +713,7 @@ fn brpop(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
 
 /// BLPOP/BRPOP key [key ...] timeout
 fn block_pop(ctx: &mut Ctx, argv: &[Bytes], end: End) -> CmdResult {
-    let deadline = block_timeout(ctx, &argv[argv.len() - 1])?;
+    let deadline = args::timeout_deadline(ctx, &argv[argv.len() - 1])?;
     let keys = &argv[1..argv.len() - 1];
     if !pop_from_first(ctx, keys, end, None)? {
         ctx.block_on(block_keys(keys), deadline);

@@ -385,6 +385,7 @@ fn monitor(ctx: &mut Ctx, _argv: &[Bytes]) -> CmdResult {
         c.monitor = true;
         c.info.is_monitor.store(true, Ordering::Relaxed);
         srv.monitors.insert(c.id, c.info.clone());
+        srv.monitor_count.fetch_add(1, Ordering::Relaxed);
     }
     ctx.out.ok();
     Ok(())
