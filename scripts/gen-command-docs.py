@@ -21,6 +21,10 @@ Line format (one record per line, fields separated by TAB; in every field `\\`, 
                                     one argument, depth 0 = top level; flags comma-separated
     .                               ends the current command
 
+Subcommands are listed in Redis's dict order, which is random per process (and can shift as
+its dicts rehash): regenerating may reorder them. The data and fixtures come from one server
+in one run, so they always agree with each other.
+
 Usage: scripts/gen-command-docs.py  (run from anywhere; paths are relative to the repo)
 """
 

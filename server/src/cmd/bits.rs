@@ -25,8 +25,9 @@ pub const COMMANDS: &[Spec] = &[
 
 const OFFSET_ERR: CmdError = CmdError::Static("ERR bit offset is not an integer or out of range");
 const BIT_ERR: CmdError = CmdError::Static("ERR bit is not an integer or out of range");
-const TYPE_ERR: CmdError =
-    CmdError::Static("ERR Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported but i64 is.");
+const TYPE_ERR: CmdError = CmdError::Static(
+    "ERR Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported but i64 is.",
+);
 
 // ---------------------------------------------------------------------------------------
 // Shared helpers
@@ -53,7 +54,12 @@ fn bit_offset(ctx: &Ctx, a: &[u8], hash_bits: u32) -> Result<u64, CmdError> {
 /// The string at `key` for a bit write, created or zero-padded so that `max_bit` is
 /// addressable (`lookupStringForBitCommand`). Returns the buffer and whether it was created
 /// or grown (a "dirty" write even when no bit changes).
-fn string_for_write<'a>(ks: &'a mut Keyspace, db: usize, key: &[u8], max_bit: u64) -> Result<(&'a mut Vec<u8>, bool), CmdError> {
+fn string_for_write<'a>(
+    ks: &'a mut Keyspace,
+    db: usize,
+    key: &[u8],
+    max_bit: u64,
+) -> Result<(&'a mut Vec<u8>, bool), CmdError> {
     let need = (max_bit >> 3) as usize + 1;
     let (e, created) = ks.entry_or_insert(db, key, || Value::Str(Blob::Buf(Box::default())));
     let Value::Str(blob) = &mut e.value else { return Err(err::WRONGTYPE) };
@@ -152,15 +158,13 @@ fn setbit(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     let byte = (off >> 3) as usize;
     let mask = 1u8 << (7 - (off & 7));
     let old = v[byte] & mask != 0;
-    let changed = dirty || old != on;
-    if changed {
-        if on {
-            v[byte] |= mask;
-        } else {
-            v[byte] &= !mask;
-        }
+    if on {
+        v[byte] |= mask;
+    } else {
+        v[byte] &= !mask;
     }
-    if changed {
+    // A no-op write (same bit, no growth) is not a change: no event, no replication.
+    if dirty || old != on {
         touched(ctx, argv, key);
     }
     ctx.out.int(old as i64);
@@ -213,7 +217,9 @@ fn bitcount(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     } else {
         let (a, b) = (range.start as usize, range.end as usize);
         // Count whole bytes, then take back the bits outside a bit range.
-        popcount(&s[a..=b]) - (s[a] & range.first_mask).count_ones() as i64 - (s[b] & range.last_mask).count_ones() as i64
+        popcount(&s[a..=b])
+            - (s[a] & range.first_mask).count_ones() as i64
+            - (s[b] & range.last_mask).count_ones() as i64
     };
     ctx.out.int(count);
     Ok(())
@@ -627,7 +633,7 @@ mod tests {
         assert_eq!(unsigned_overflow(250, 10, 8, Overflow::Sat), (true, 255));
         assert_eq!(unsigned_overflow(5, -10, 8, Overflow::Sat), (true, 0));
         assert_eq!(unsigned_overflow(5, -10, 8, Overflow::Wrap), (true, 251));
-        assert_eq!(unsigned_overflow(5, 10, 8, Overflow::Wrap).0, false);
+        assert!(!unsigned_overflow(5, 10, 8, Overflow::Wrap).0);
         // i8: 120 + 10, -120 - 10
         assert_eq!(signed_overflow(120, 10, 8, Overflow::Wrap), (true, -126));
         assert_eq!(signed_overflow(120, 10, 8, Overflow::Sat), (true, 127));

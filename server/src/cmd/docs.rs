@@ -329,7 +329,10 @@ mod tests {
 
     macro_rules! fixture {
         ($file:literal) => {
-            (&include_bytes!(concat!("docs/fixtures/", $file, ".resp2"))[..], &include_bytes!(concat!("docs/fixtures/", $file, ".resp3"))[..])
+            (
+                &include_bytes!(concat!("docs/fixtures/", $file, ".resp2"))[..],
+                &include_bytes!(concat!("docs/fixtures/", $file, ".resp3"))[..],
+            )
         };
     }
 

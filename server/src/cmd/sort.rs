@@ -72,8 +72,11 @@ fn parse_opts(argv: &[Bytes], readonly: bool) -> Result<Opts<'_>, CmdError> {
         } else if is(a, "by") && left >= 1 {
             let p = &argv[j + 1][..];
             o.by = Some(p);
-            // A constant BY pattern needs no weights and no sorting.
-            o.dontsort = !p.contains(&b'*');
+            // A constant BY pattern needs no weights and no sorting; like Redis, a later
+            // BY with a `*` does not undo that.
+            if !p.contains(&b'*') {
+                o.dontsort = true;
+            }
             j += 1;
         } else if is(a, "get") && left >= 1 {
             o.gets.push(&argv[j + 1]);
@@ -293,8 +296,8 @@ fn strtod(s: &[u8]) -> Option<f64> {
     let lower = text.to_ascii_lowercase();
     let v = if lower == "inf" || lower == "infinity" {
         f64::INFINITY
-    } else if lower.starts_with("0x") {
-        parse_hex(&lower[2..])?
+    } else if let Some(hex) = lower.strip_prefix("0x") {
+        parse_hex(hex)?
     } else {
         // Rust's float grammar is strtod's decimal grammar, plus inf/nan spellings which
         // we have either handled or must reject.

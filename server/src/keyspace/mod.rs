@@ -53,9 +53,12 @@ impl Value {
     pub fn encoding(&self) -> &'static str {
         match self {
             Value::Str(b) => {
-                if b.len() <= 20 && redoubt_protocol::num::parse_i64(b).is_some() {
+                // A string edited in place stays `raw` even if it looks like an integer.
+                if b.is_raw() {
+                    "raw"
+                } else if b.len() <= 20 && redoubt_protocol::num::parse_i64(b).is_some() {
                     "int"
-                } else if b.is_raw() || b.len() > 44 {
+                } else if b.len() > 44 {
                     "raw"
                 } else {
                     "embstr"
