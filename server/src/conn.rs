@@ -669,7 +669,8 @@ pub fn oom_check(shared: &Shared, st: &mut State) -> Result<(), CmdError> {
         return Ok(());
     }
     let mut guard = 0;
-    while crate::memory::used_memory() > maxmemory {
+    // Freed slab slots are reused before anything new is allocated, so they count as free.
+    while crate::memory::used_memory().saturating_sub(st.ks.reusable_bytes()) > maxmemory {
         if !st.ks.evict_one(samples.max(1)) {
             return Err(CmdError::Static("OOM command not allowed when used memory > 'maxmemory'."));
         }

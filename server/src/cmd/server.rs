@@ -135,7 +135,8 @@ fn info_section(ctx: &mut Ctx, sec: &str, t: &mut String) {
             kv("clients_in_timeout_table", srv.blocked_clients.load(Ordering::Relaxed).to_string());
         }
         "memory" => {
-            let used = memory::used_memory();
+            // Heap bytes in use, not counting freed keyspace slots kept for reuse.
+            let used = memory::used_memory().saturating_sub(ctx.ks.reusable_bytes());
             let rss = memory::rss();
             let peak = memory::peak_memory();
             let dataset = ctx.ks.data_bytes() as u64;

@@ -783,6 +783,11 @@ impl Keyspace {
         None
     }
 
+    /// Allocated slab bytes that hold no entry (see `Table::reusable_bytes`).
+    pub fn reusable_bytes(&self) -> u64 {
+        self.dbs.iter().map(|d| d.table.reusable_bytes() as u64).sum()
+    }
+
     /// Bytes of keyspace data (tables plus values), an estimate used by MEMORY USAGE totals.
     pub fn data_bytes(&self) -> usize {
         self.dbs

@@ -212,6 +212,12 @@ impl Table {
         })
     }
 
+    /// Bytes of freed slots waiting to be reused by the next inserts: memory that is
+    /// allocated but holds no data (eviction counts it as available).
+    pub fn reusable_bytes(&self) -> usize {
+        self.free.len() * std::mem::size_of::<Option<Entry>>()
+    }
+
     /// Bytes used by the index and slab themselves (not the values' heap data).
     pub fn overhead_bytes(&self) -> usize {
         self.index.capacity() * 5
