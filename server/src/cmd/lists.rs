@@ -138,13 +138,6 @@ fn delete_if_emptied(ctx: &mut Ctx, key: &[u8], emptied: bool) {
     }
 }
 
-/// Emits the `new` event Redis 7.0 sends when a command creates a key (`dbAdd`).
-fn created_key(ctx: &mut Ctx, key: &[u8], created: bool) {
-    if created {
-        ctx.ks.notify(notify::NEW, "new", ctx.db, key);
-    }
-}
-
 /// Converts a Redis list index (negative counts from the tail) to a position.
 fn position(index: i64, len: usize) -> Option<usize> {
     let i = if index < 0 { index.checked_add(len as i64)? } else { index };
@@ -213,7 +206,7 @@ fn rpushx(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
 fn push_generic(ctx: &mut Ctx, argv: &[Bytes], end: End, only_existing: bool) -> CmdResult {
     let key = &argv[1];
     let db = ctx.db;
-    let (e, created) = if only_existing {
+    let (e, _) = if only_existing {
         match ctx.ks.write(db, key) {
             Some(e) => (e, false),
             None => {
@@ -229,7 +222,6 @@ fn push_generic(ctx: &mut Ctx, argv: &[Bytes], end: End, only_existing: bool) ->
         end.push(list, Blob::new(v));
     }
     ctx.out.int(list.len() as i64);
-    created_key(ctx, key, created);
     ctx.ks.signal_modified(db, key);
     ctx.ks.notify(notify::LIST, end.push_event(), db, key);
     ctx.ks.signal_ready(db, key);
@@ -668,9 +660,8 @@ fn move_element(ctx: &mut Ctx, src: &[u8], dst: &[u8], from: End, to: End) -> Re
     let value = from.pop(list).expect("not empty");
     // Push before deciding whether the source is empty: with src == dst the element goes
     // straight back and the list survives.
-    let (e, created) = ctx.ks.entry_or_insert(db, dst, new_list);
+    let (e, _) = ctx.ks.entry_or_insert(db, dst, new_list);
     to.push(args::as_list_mut(e)?, value.clone());
-    created_key(ctx, dst, created);
     ctx.ks.signal_modified(db, dst);
     ctx.ks.notify(notify::LIST, to.push_event(), db, dst);
     ctx.ks.signal_ready(db, dst);

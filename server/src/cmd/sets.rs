@@ -77,13 +77,6 @@ fn reply_set(out: &mut ReplyBuf, set: &Set) {
     });
 }
 
-/// Emits the `new` event Redis 7.0 sends when a command creates a key (`dbAdd`).
-fn created_key(ctx: &mut Ctx, key: &[u8], created: bool) {
-    if created {
-        ctx.ks.notify(notify::NEW, "new", ctx.db, key);
-    }
-}
-
 /// Deletes `key` after a removal emptied its set (Redis never keeps empty sets).
 fn delete_emptied(ctx: &mut Ctx, key: &[u8]) {
     ctx.ks.delete(ctx.db, key);
@@ -110,11 +103,10 @@ fn read_sets<'a>(ks: &'a mut Keyspace, db: usize, keys: &[Bytes]) -> Result<Vec<
 /// SADD key member [member ...]: the number of members added.
 fn sadd(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     let key = &argv[1];
-    let (e, created) = ctx.ks.entry_or_insert(ctx.db, key, new_set);
+    let (e, _) = ctx.ks.entry_or_insert(ctx.db, key, new_set);
     let set = args::as_set_mut(e)?;
     let added = argv[2..].iter().filter(|m| set.insert(m)).count();
     ctx.out.int(added as i64);
-    created_key(ctx, key, created);
     if added > 0 {
         ctx.ks.signal_modified(ctx.db, key);
         ctx.ks.notify(notify::SET, "sadd", ctx.db, key);
@@ -174,9 +166,8 @@ fn smove(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     if emptied {
         delete_emptied(ctx, src);
     }
-    let (e, created) = ctx.ks.entry_or_insert(db, dst, new_set);
+    let (e, _) = ctx.ks.entry_or_insert(db, dst, new_set);
     let added = args::as_set_mut(e)?.insert(member);
-    created_key(ctx, dst, created);
     ctx.ks.signal_modified(db, src);
     if added {
         ctx.ks.signal_modified(db, dst);
@@ -521,10 +512,9 @@ fn store(ctx: &mut Ctx, argv: &[Bytes], result: Set, event: &'static str) -> Cmd
         return Ok(());
     }
     let n = result.len();
-    let created = ctx.ks.peek(db, dst).is_none();
+    let _ = ctx.ks.peek(db, dst).is_none();
     ctx.ks.set(db, dst, Value::Set(Box::new(result)), false);
     ctx.out.int(n as i64);
-    created_key(ctx, dst, created);
     ctx.ks.notify(notify::SET, event, db, dst);
     ctx.propagate(argv);
     Ok(())

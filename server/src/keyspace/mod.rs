@@ -406,6 +406,10 @@ impl Keyspace {
         // Expire first, so a stale key is replaced rather than reused.
         let _ = self.find(db, key);
         let (slot, created) = self.dbs[db].table.find_or_insert(key, make);
+        if created {
+            // Redis 7.0's dbAdd announces every new key.
+            self.notify(notify::NEW, "new", db, key);
+        }
         let lru = self.access_clock(db, slot);
         let e = self.dbs[db].table.slot_mut(slot).expect("live");
         e.lru = lru;
@@ -461,6 +465,7 @@ impl Keyspace {
         let expire_at = std::mem::take(&mut e.expire_at);
         let lru = e.lru;
         let slot = self.dbs[db].table.insert_new(e.key, e.value);
+        self.notify(notify::NEW, "new", db, &key);
         self.dbs[db].table.slot_mut(slot).expect("live").lru = lru;
         if expire_at != 0 {
             self.set_expire_slot(db, slot, expire_at);
