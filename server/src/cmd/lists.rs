@@ -152,18 +152,6 @@ fn reply_elements<'a>(out: &mut ReplyBuf, items: impl ExactSizeIterator<Item = &
     }
 }
 
-
-/// Keys to block on, without duplicates (Redis registers each key once per client).
-fn block_keys(keys: &[Bytes]) -> Vec<Bytes> {
-    let mut out: Vec<Bytes> = Vec::with_capacity(keys.len());
-    for k in keys {
-        if !out.contains(k) {
-            out.push(k.clone());
-        }
-    }
-    out
-}
-
 /// Looks up a list to pop from for a blocking command. `Ok(None)` when there is nothing
 /// to pop. A key of another type is an error, except when serving a blocked client: Redis
 /// only serves list waiters from keys that hold lists, so such a client keeps waiting.
@@ -689,7 +677,7 @@ fn blmpop(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     let m = MpopArgs::parse(argv, 2)?;
     let deadline = args::timeout_deadline(ctx, &argv[1])?;
     if !pop_from_first(ctx, m.keys, m.end, Some(m.count))? {
-        ctx.block_on(block_keys(m.keys), deadline);
+        ctx.block_on(m.keys.to_vec(), deadline);
     }
     Ok(())
 }
@@ -707,7 +695,7 @@ fn block_pop(ctx: &mut Ctx, argv: &[Bytes], end: End) -> CmdResult {
     let deadline = args::timeout_deadline(ctx, &argv[argv.len() - 1])?;
     let keys = &argv[1..argv.len() - 1];
     if !pop_from_first(ctx, keys, end, None)? {
-        ctx.block_on(block_keys(keys), deadline);
+        ctx.block_on(keys.to_vec(), deadline);
     }
     Ok(())
 }

@@ -186,11 +186,20 @@ impl<'a> Ctx<'a> {
     }
 
     /// Asks to block on `keys` until `deadline_ms` (0 = forever), or answers at once with a
-    /// null array when blocking is not possible (MULTI, scripts).
+    /// null array when blocking is not possible (MULTI, scripts). A key named twice is
+    /// registered once, as Redis does.
     pub fn block_on(&mut self, keys: Vec<Bytes>, deadline_ms: i64) {
         match self.block_mode {
             BlockMode::Never => self.out.null_array(),
-            _ => self.block = Some(BlockRequest { keys, deadline_ms }),
+            _ => {
+                let mut unique: Vec<Bytes> = Vec::with_capacity(keys.len());
+                for k in keys {
+                    if !unique.contains(&k) {
+                        unique.push(k);
+                    }
+                }
+                self.block = Some(BlockRequest { keys: unique, deadline_ms });
+            }
         }
     }
 }
