@@ -17,7 +17,9 @@
 //! * `DIFF_SKIP_UNKNOWN=1`: leave out commands redoubt does not know yet (`COMMAND INFO`
 //!   answers nil), so the families under construction do not hide everything else;
 //! * `DIFF_SURVEY=1`: no shrinking; run every case and print a table of the commands whose
-//!   replies differ (first mismatch of each case, and later ones once states diverged).
+//!   replies differ (first mismatch of each case, and later ones once states diverged);
+//!   `DIFF_SURVEY_OUT=file` also appends each table to that file
+//!   (`scripts/diff-survey.sh` does all this for every family).
 //!
 //! A failure prints the first mismatching command, both replies, and the whole (shrunk)
 //! sequence with the oracle's replies, ready to paste into redis-cli.
@@ -1296,7 +1298,7 @@ impl Harness {
                 break;
             }
         }
-        let _ = writeln!(s, "(seed: DIFF_SEED={}; rerun: cargo test -p redoubt-tests --test t20_differential {}_{})", self.seed, self.family.name, self.proto().to_lowercase());
+        let _ = writeln!(s, "(seed: DIFF_SEED={}; rerun: cargo nextest run -p redoubt-tests --test t20_differential {}::{})", self.seed, self.family.name, self.proto().to_lowercase());
         s
     }
 }
@@ -1413,6 +1415,12 @@ fn differential(family: Family, resp3: bool) {
             report.push('\n');
         }
         println!("{report}");
+        if let Ok(path) = std::env::var("DIFF_SURVEY_OUT") {
+            use std::io::Write;
+            // One write per report, in append mode: parallel tests do not interleave.
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("DIFF_SURVEY_OUT");
+            f.write_all(format!("{report}\n").as_bytes()).expect("write survey");
+        }
         if failed > 0 {
             panic!("{report}");
         }
