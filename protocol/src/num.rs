@@ -117,7 +117,18 @@ pub fn fmt_human(d: f64) -> Vec<u8> {
         return b"0".to_vec();
     }
     let rounded: f64 = format!("{d:.14e}").parse().unwrap_or(d);
-    format!("{rounded}").into_bytes()
+    // Then print like %.17f with the trailing zeros (and dot) removed.
+    let mut v = format!("{rounded:.17}").into_bytes();
+    while v.last() == Some(&b'0') {
+        v.pop();
+    }
+    if v.last() == Some(&b'.') {
+        v.pop();
+    }
+    if v == b"-0" {
+        v = b"0".to_vec();
+    }
+    v
 }
 
 #[cfg(test)]
@@ -148,6 +159,8 @@ mod tests {
         assert_eq!(fmt_human(3.0), b"3");
         assert_eq!(fmt_human(0.1 + 0.2), b"0.3");
         assert_eq!(fmt_human(1e20), b"100000000000000000000");
+        assert_eq!(fmt_human(5e-324), b"0");
+        assert_eq!(fmt_human(-1.5), b"-1.5");
         assert_eq!(parse_f64(b"nan"), None);
         assert_eq!(parse_f64(b"-inf"), Some(f64::NEG_INFINITY));
         assert_eq!(parse_f64(b" 1"), None);

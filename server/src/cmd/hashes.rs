@@ -96,7 +96,7 @@ fn hmset(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
 
 /// HSET/HMSET: sets every field-value pair; returns how many fields are new.
 fn set_pairs(ctx: &mut Ctx, argv: &[Bytes], name: &str) -> Result<usize, CmdError> {
-    if argv.len() % 2 != 0 {
+    if !argv.len().is_multiple_of(2) {
         return Err(err::wrong_args(name));
     }
     let key = &argv[1];
@@ -309,20 +309,27 @@ pub(crate) fn rand_count(argv: &[Bytes], with_kw: &str) -> Result<(i64, bool), C
 /// * count at least the size: everything, in iteration order;
 /// * otherwise distinct picks: in iteration order for small encodings (Redis samples a
 ///   listpack in order), in random order for large ones.
-pub(crate) fn rand_positions(rng: &mut impl Rng, len: usize, count: i64, small: bool) -> Vec<usize> {
+///
+/// Redis serves any negative count, however large (building the reply until memory runs
+/// out); counts whose reply could not be held in memory anyway are refused instead.
+pub(crate) fn rand_positions(rng: &mut impl Rng, len: usize, count: i64, small: bool) -> Result<Vec<usize>, CmdError> {
+    const MAX_REPEATED_PICKS: u64 = 1 << 27;
     if count < 0 {
+        if count.unsigned_abs() > MAX_REPEATED_PICKS {
+            return Err(CmdError::Static("ERR value is out of range"));
+        }
         let n = count.unsigned_abs() as usize;
-        return (0..n).map(|_| rng.gen_range(0..len)).collect();
+        return Ok((0..n).map(|_| rng.gen_range(0..len)).collect());
     }
     let n = count as usize;
     if n >= len {
-        return (0..len).collect();
+        return Ok((0..len).collect());
     }
     let mut picks = rand::seq::index::sample(rng, len, n).into_vec();
     if small {
         picks.sort_unstable();
     }
-    picks
+    Ok(picks)
 }
 
 fn hrandfield(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
@@ -347,7 +354,7 @@ fn hrandfield_count(ctx: &mut Ctx, key: &[u8], count: i64, withvalues: bool) -> 
     }
     let (h, rng) = hash_and_rng(ctx.ks, ctx.db, key);
     let pairs: Vec<_> = h.iter().collect();
-    let picks = rand_positions(rng, pairs.len(), count, matches!(h, Hash::Small(_)));
+    let picks = rand_positions(rng, pairs.len(), count, matches!(h, Hash::Small(_)))?;
     let resp3 = ctx.out.resp3();
     ctx.out.array(if withvalues && !resp3 { picks.len() * 2 } else { picks.len() });
     for i in picks {
@@ -383,7 +390,8 @@ fn hscan(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         return Ok(());
     };
     let opts = ScanOpts::parse(&argv[3..])?;
-    let (page, next): (Vec<(&[u8], &[u8])>, u64) = match h {
+    type Pair<'a> = (&'a [u8], &'a [u8]);
+    let (page, next): (Vec<Pair>, u64) = match h {
         // Like a listpack, a small hash is returned whole in one call.
         Hash::Small(v) => (v.iter().map(|(f, v)| (&f[..], &v[..])).collect(), 0),
         Hash::Big(m) => scan_page(m.iter().map(|(f, v)| (&f[..], (&f[..], &v[..]))), cursor, opts.count),
@@ -489,7 +497,7 @@ pub(crate) fn scan_page<'a, T>(items: impl Iterator<Item = (&'a [u8], T)>, curso
     // only when positions collide.
     cands.select_nth_unstable_by_key(count, |c| c.0);
     let boundary = cands[count].0;
-    let (mut page, rest): (Vec<(u64, T)>, Vec<(u64, T)>) = cands.into_iter().partition(|c| c.0 <= boundary);
+    let (mut page, rest): (Vec<_>, Vec<_>) = cands.into_iter().partition(|c| c.0 <= boundary);
     page.sort_unstable_by_key(|c| c.0);
     let next = rest.iter().map(|c| c.0).min().unwrap_or(0);
     (page.into_iter().map(|c| c.1).collect(), next)
@@ -914,7 +922,7 @@ pub(crate) mod longdouble {
                     self.0.push(carry);
                 }
             }
-            self.0.splice(0..0, std::iter::repeat(0).take(limbs));
+            self.0.splice(0..0, std::iter::repeat_n(0, limbs));
         }
 
         fn shr(&mut self, n: usize) {

@@ -223,13 +223,20 @@ fn keys(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     Ok(())
 }
 
-/// Parses a SCAN-family cursor (an unsigned 64-bit decimal).
+/// Parses a SCAN-family cursor like Redis's `strtoull`: an unsigned 64-bit decimal, where a
+/// leading '-' wraps around (Redis 7.0 accepts `SCAN -1`).
 pub fn parse_cursor(a: &[u8]) -> Result<u64, CmdError> {
-    std::str::from_utf8(a)
-        .ok()
-        .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or(CmdError::Static("ERR invalid cursor"))
+    let invalid = CmdError::Static("ERR invalid cursor");
+    let (neg, digits) = match a.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, a),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(invalid);
+    }
+    let v = std::str::from_utf8(digits).ok().and_then(|s| s.parse::<u64>().ok()).ok_or(invalid)?;
+    Ok(if neg { v.wrapping_neg() } else { v })
 }
 
 /// MATCH / COUNT (and TYPE when `allow_type`) options of the SCAN family.

@@ -73,13 +73,15 @@ fn expire_arg(ctx: &Ctx, unit_ms: i64, absolute: bool, a: &[u8], cmd: &str) -> R
 }
 
 fn set(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
-    let (mut nx, mut xx, mut get_old) = (false, false, false);
-    let mut ttl = Ttl::None;
+    let (mut nx, mut xx, mut get_old, mut keep) = (false, false, false, false);
+    // (unit ms, absolute, value): parsed only once the whole option list is valid, because
+    // Redis reports a syntax error before a bad number.
+    let mut expire: Option<(i64, bool, &Bytes)> = None;
     let mut i = 3;
     while i < argv.len() {
         let a = &argv[i];
         let next = argv.get(i + 1);
-        let has_ttl = ttl != Ttl::None;
+        let has_ttl = expire.is_some() || keep;
         if is(a, "nx") && !xx {
             nx = true;
         } else if is(a, "xx") && !nx {
@@ -87,17 +89,21 @@ fn set(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         } else if is(a, "get") {
             get_old = true;
         } else if is(a, "keepttl") && !has_ttl {
-            ttl = Ttl::Keep;
+            keep = true;
         } else if !has_ttl && next.is_some() && (is(a, "ex") || is(a, "px") || is(a, "exat") || is(a, "pxat")) {
             let unit = if is(a, "ex") || is(a, "exat") { 1000 } else { 1 };
-            let abs = is(a, "exat") || is(a, "pxat");
-            ttl = Ttl::At(expire_arg(ctx, unit, abs, next.expect("checked"), "set")?);
+            expire = Some((unit, is(a, "exat") || is(a, "pxat"), next.expect("checked")));
             i += 1;
         } else {
             return Err(err::SYNTAX);
         }
         i += 1;
     }
+    let ttl = match expire {
+        Some((unit, abs, v)) => Ttl::At(expire_arg(ctx, unit, abs, v, "set")?),
+        None if keep => Ttl::Keep,
+        None => Ttl::None,
+    };
     let key = &argv[1];
     // SET ... GET reads like GET (hit/miss stats); plain SET only checks existence.
     let found = if get_old { ctx.ks.read(ctx.db, key) } else { ctx.ks.write(ctx.db, key).map(|e| &*e) };
@@ -213,17 +219,18 @@ fn getdel(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
 }
 
 fn getex(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
-    let mut ttl = Ttl::None;
+    let mut persist = false;
+    let mut expire: Option<(i64, bool, &Bytes)> = None;
     let mut i = 2;
     while i < argv.len() {
         let a = &argv[i];
         let next = argv.get(i + 1);
-        if is(a, "persist") && ttl == Ttl::None {
-            ttl = Ttl::Persist;
-        } else if ttl == Ttl::None && next.is_some() && (is(a, "ex") || is(a, "px") || is(a, "exat") || is(a, "pxat")) {
+        let free = !persist && expire.is_none();
+        if is(a, "persist") && free {
+            persist = true;
+        } else if free && next.is_some() && (is(a, "ex") || is(a, "px") || is(a, "exat") || is(a, "pxat")) {
             let unit = if is(a, "ex") || is(a, "exat") { 1000 } else { 1 };
-            let abs = is(a, "exat") || is(a, "pxat");
-            ttl = Ttl::At(expire_arg(ctx, unit, abs, next.expect("checked"), "getex")?);
+            expire = Some((unit, is(a, "exat") || is(a, "pxat"), next.expect("checked")));
             i += 1;
         } else {
             return Err(err::SYNTAX);
@@ -231,12 +238,18 @@ fn getex(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         i += 1;
     }
     let key = &argv[1];
+    // Redis looks the key up (and checks its type) before it validates the expire value.
     let v = match ctx.ks.read(ctx.db, key) {
         Some(e) => as_str(e)?.clone(),
         None => {
             ctx.out.null();
             return Ok(());
         }
+    };
+    let ttl = match expire {
+        Some((unit, abs, a)) => Ttl::At(expire_arg(ctx, unit, abs, a, "getex")?),
+        None if persist => Ttl::Persist,
+        None => Ttl::None,
     };
     let db = ctx.db;
     match ttl {
@@ -347,20 +360,21 @@ fn decrby(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
 fn incrbyfloat(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     let db = ctx.db;
     let key = &argv[1];
-    let by = parse_f64(&argv[2]).ok_or(err::NOT_FLOAT)?;
     let cur = match ctx.ks.write(db, key) {
         Some(e) => parse_f64(as_str(e)?).ok_or(err::NOT_FLOAT)?,
         None => 0.0,
     };
+    let by = parse_f64(&argv[2]).ok_or(err::NOT_FLOAT)?;
     let n = cur + by;
     if n.is_nan() || n.is_infinite() {
         return Err(CmdError::Static("ERR increment would produce NaN or Infinity"));
     }
     let text = fmt_human(n);
+    // Redis stores the result as a plain string (embstr), never as an integer.
     match ctx.ks.write(db, key) {
-        Some(e) => e.value = Value::Str(Blob::new(&text)),
+        Some(e) => e.value = Value::Str(Blob::not_int(&text)),
         None => {
-            ctx.ks.entry_or_insert(db, key, || Value::Str(Blob::new(&text)));
+            ctx.ks.entry_or_insert(db, key, || Value::Str(Blob::not_int(&text)));
         }
     }
     ctx.ks.signal_modified(db, key);
@@ -415,17 +429,16 @@ fn getrange(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         return Ok(());
     };
     let s = as_str(e)?;
-    // Redis: a negative start beyond a negative end is empty even when both clamp to 0.
-    if start < 0 && end < 0 && start > end {
+    let len = s.len() as i64;
+    // Redis 7.0's getrangeCommand: negative ends count from the end, then both clamp at 0
+    // (so a range entirely before the start still yields the first byte).
+    let norm = |i: i64| if i < 0 { (len + i).max(0) } else { i };
+    let (a, b) = (norm(start), norm(end).min(len - 1));
+    if len == 0 || a > b {
         ctx.out.bulk(b"");
-        return Ok(());
-    }
-    match args::clamp_range(start, end, s.len()) {
-        Some((a, b)) => {
-            let v = s[a..=b].to_vec();
-            ctx.out.bulk(&v)
-        }
-        None => ctx.out.bulk(b""),
+    } else {
+        let v = s[a as usize..=b as usize].to_vec();
+        ctx.out.bulk(&v);
     }
     Ok(())
 }
@@ -466,6 +479,17 @@ fn setrange(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
 }
 
 fn lcs(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    let get = |ctx: &mut Ctx, k: &[u8]| -> Result<Vec<u8>, CmdError> {
+        match ctx.ks.read(ctx.db, k) {
+            Some(e) => match &e.value {
+                Value::Str(s) => Ok(s.to_vec()),
+                _ => Err(CmdError::Static("ERR The specified keys must contain string values")),
+            },
+            None => Ok(Vec::new()),
+        }
+    };
+    let a = get(ctx, &argv[1])?;
+    let b = get(ctx, &argv[2])?;
     let (mut want_len, mut want_idx, mut with_len) = (false, false, false);
     let mut min_len = 0i64;
     let mut i = 3;
@@ -485,17 +509,6 @@ fn lcs(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         }
         i += 1;
     }
-    let get = |ctx: &mut Ctx, k: &[u8]| -> Result<Vec<u8>, CmdError> {
-        match ctx.ks.read(ctx.db, k) {
-            Some(e) => match &e.value {
-                Value::Str(s) => Ok(s.to_vec()),
-                _ => Err(CmdError::Static("ERR The specified keys must contain string values")),
-            },
-            None => Ok(Vec::new()),
-        }
-    };
-    let a = get(ctx, &argv[1])?;
-    let b = get(ctx, &argv[2])?;
     if want_len && want_idx {
         return Err(CmdError::Static(
             "ERR If you want both the length and indexes, please just use IDX.",

@@ -115,7 +115,10 @@ fn store(ctx: &mut Ctx, dst: &[u8], items: Vec<(Blob, f64)>, event: &'static str
         return existed;
     }
     let (max_n, max_len) = limits(ctx);
-    let mut z = ZSet::default();
+    // Large or small is decided up front, as Redis sizes the result before filling it
+    // (a large result keeps its -0 scores).
+    let big = items.len() > max_n || items.iter().any(|(m, _)| m.len() > max_len);
+    let mut z = ZSet { big, ..ZSet::default() };
     for (m, s) in &items {
         z.insert_limited(m, *s, max_n, max_len);
     }
@@ -171,19 +174,22 @@ fn strtod(s: &[u8]) -> Option<(f64, bool)> {
     if matches!(body.first(), Some(b'+' | b'-')) {
         return None;
     }
-    let (v, literal_inf) = if body.len() > 2 && body[0] == b'0' && (body[1] | 0x20) == b'x' {
-        (parse_hex(&body[2..])?, false)
+    let hex = body.len() > 2 && body[0] == b'0' && (body[1] | 0x20) == b'x';
+    let v = if hex {
+        parse_hex(&body[2..])?
     } else {
         // Rust's grammar is strtod's decimal one plus inf/infinity/nan, minus hex.
-        let v: f64 = std::str::from_utf8(body).ok()?.parse().ok()?;
-        (v, body[0].is_ascii_alphabetic())
+        std::str::from_utf8(body).ok()?.parse::<f64>().ok()?
     };
     if v.is_nan() {
         return None;
     }
-    // ERANGE: overflow to infinity, or a non-zero mantissa that underflowed to zero.
-    let mantissa = &body[..body.iter().position(|&c| c | 0x20 == b'e').unwrap_or(body.len())];
-    let erange = (v.is_infinite() && !literal_inf) || (v == 0.0 && mantissa.iter().any(|c| (b'1'..=b'9').contains(c)));
+    // ERANGE: a finite number overflowed to infinity, or a non-zero one underflowed to 0.
+    let literal_inf = body[0].is_ascii_alphabetic();
+    let (digits, exp_mark) = if hex { (&body[2..], b'p') } else { (body, b'e') };
+    let mantissa = &digits[..digits.iter().position(|&c| c | 0x20 == exp_mark).unwrap_or(digits.len())];
+    let nonzero = mantissa.iter().any(|&c| c.is_ascii_hexdigit() && c != b'0');
+    let erange = (v.is_infinite() && !literal_inf) || (v == 0.0 && nonzero);
     Some((if neg { -v } else { v }, erange))
 }
 
@@ -281,14 +287,11 @@ fn block_timeout(ctx: &Ctx, a: &[u8]) -> Result<i64, CmdError> {
         Ok(None) => return Err(err::TIMEOUT_NEG),
         Ok(Some(v)) => {
             let secs = v.mant as f64 * 2f64.powi(v.exp.clamp(-2000, 2000) as i32);
-            let ms = (secs * 1000.0).ceil();
-            if v.neg && ms != 0.0 {
-                return Err(err::TIMEOUT_NEG);
-            }
-            ms
+            (if v.neg { -secs } else { secs } * 1000.0).ceil()
         }
     };
-    if ms >= i64::MAX as f64 {
+    // Tiny negatives round up to (-)0 and block forever, as in Redis.
+    if ms < 0.0 || ms >= i64::MAX as f64 {
         return Err(err::TIMEOUT_NEG);
     }
     let ms = ms as i64;
@@ -813,25 +816,31 @@ fn zadd_generic(ctx: &mut Ctx, argv: &[Bytes], mut f: AddFlags) -> CmdResult {
     let mut i = 2;
     while i < argv.len() {
         let a = &argv[i];
-        match () {
-            _ if is(a, "nx") => f.nx = true,
-            _ if is(a, "xx") => f.xx = true,
-            _ if is(a, "ch") => ch = true,
-            _ if is(a, "incr") => f.incr = true,
-            _ if is(a, "gt") => f.gt = true,
-            _ if is(a, "lt") => f.lt = true,
-            _ => break,
+        if is(a, "nx") {
+            f.nx = true;
+        } else if is(a, "xx") {
+            f.xx = true;
+        } else if is(a, "ch") {
+            ch = true;
+        } else if is(a, "incr") {
+            f.incr = true;
+        } else if is(a, "gt") {
+            f.gt = true;
+        } else if is(a, "lt") {
+            f.lt = true;
+        } else {
+            break;
         }
         i += 1;
     }
     let pairs = &argv[i..];
-    if pairs.is_empty() || pairs.len() % 2 != 0 {
+    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
         return Err(err::SYNTAX);
     }
     if f.nx && f.xx {
         return Err(CmdError::Static("ERR XX and NX options at the same time are not compatible"));
     }
-    if (f.gt && f.nx) || (f.lt && f.nx) || (f.gt && f.lt) {
+    if (f.nx && (f.gt || f.lt)) || (f.gt && f.lt) {
         return Err(CmdError::Static("ERR GT, LT, and/or NX options at the same time are not compatible"));
     }
     if f.incr && pairs.len() > 2 {
@@ -1430,7 +1439,7 @@ fn zrandmember(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         return Ok(());
     }
     let all: Vec<&Item> = z.tree.iter().collect();
-    let mut picks = hashes::rand_positions(rng, len, count, !z.big);
+    let mut picks = hashes::rand_positions(rng, len, count, !z.big)?;
     if count >= len as i64 {
         // Redis walks the whole set from the highest score down here.
         picks.reverse();

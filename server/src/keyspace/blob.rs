@@ -40,6 +40,12 @@ impl Blob {
         }
     }
 
+    /// A string that must not be reported as an integer encoding even if it looks like one
+    /// (Redis keeps INCRBYFLOAT results as `embstr`): always the heap form.
+    pub fn not_int(s: &[u8]) -> Blob {
+        Blob::Heap(s.into())
+    }
+
     pub fn from_i64(n: i64) -> Blob {
         let mut b = itoa::Buffer::new();
         Blob::new(b.format(n).as_bytes())
@@ -66,6 +72,12 @@ impl Blob {
 
     pub fn is_raw(&self) -> bool {
         matches!(self, Blob::Buf(_))
+    }
+
+    /// True for the heap form. Strings written by SET that fit inline are inline, so a
+    /// short heap string was stored deliberately as a non-integer (see [`Blob::not_int`]).
+    pub fn is_heap(&self) -> bool {
+        matches!(self, Blob::Heap(_))
     }
 
     /// Heap bytes owned beyond the inline part (for MEMORY USAGE and INFO memory).

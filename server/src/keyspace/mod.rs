@@ -56,7 +56,7 @@ impl Value {
                 // A string edited in place stays `raw` even if it looks like an integer.
                 if b.is_raw() {
                     "raw"
-                } else if b.len() <= 20 && redoubt_protocol::num::parse_i64(b).is_some() {
+                } else if !b.is_heap() && b.len() <= 20 && redoubt_protocol::num::parse_i64(b).is_some() {
                     "int"
                 } else if b.len() > 44 {
                     "raw"
