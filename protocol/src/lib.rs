@@ -31,6 +31,7 @@
 pub mod client_codec;
 pub mod decode;
 pub mod encode;
+pub mod longdouble;
 pub mod num;
 
 pub use decode::{Limits, ProtocolError, RequestDecoder};

@@ -104,33 +104,6 @@ pub fn g17(d: f64) -> Vec<u8> {
     v
 }
 
-/// Formats an INCRBYFLOAT/HINCRBYFLOAT result. Redis computes in `long double` and prints
-/// `%.17Lf` with trailing zeros removed, which hides the binary noise of decimal inputs
-/// ("0.1" + "0.2" -> "0.3"). In `f64` we get the same text by rounding to 15 significant
-/// digits (always exact for a decimal->binary->decimal round trip) and printing the shortest
-/// form (Rust's `Display`, never in exponent form, like `%Lf`).
-pub fn fmt_human(d: f64) -> Vec<u8> {
-    if d.is_infinite() {
-        return if d > 0.0 { b"inf".to_vec() } else { b"-inf".to_vec() };
-    }
-    if d == 0.0 {
-        return b"0".to_vec();
-    }
-    let rounded: f64 = format!("{d:.14e}").parse().unwrap_or(d);
-    // Then print like %.17f with the trailing zeros (and dot) removed.
-    let mut v = format!("{rounded:.17}").into_bytes();
-    while v.last() == Some(&b'0') {
-        v.pop();
-    }
-    if v.last() == Some(&b'.') {
-        v.pop();
-    }
-    if v == b"-0" {
-        v = b"0".to_vec();
-    }
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,12 +128,6 @@ mod tests {
         assert_eq!(g17(1.1), b"1.1000000000000001");
         assert_eq!(g17(3.0), b"3");
         assert_eq!(g17(f64::INFINITY), b"inf");
-        assert_eq!(fmt_human(10.5), b"10.5");
-        assert_eq!(fmt_human(3.0), b"3");
-        assert_eq!(fmt_human(0.1 + 0.2), b"0.3");
-        assert_eq!(fmt_human(1e20), b"100000000000000000000");
-        assert_eq!(fmt_human(5e-324), b"0");
-        assert_eq!(fmt_human(-1.5), b"-1.5");
         assert_eq!(parse_f64(b"nan"), None);
         assert_eq!(parse_f64(b"-inf"), Some(f64::NEG_INFINITY));
         assert_eq!(parse_f64(b" 1"), None);

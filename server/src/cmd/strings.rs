@@ -1,7 +1,7 @@
 //! String commands (Redis's `t_string.c`).
 
 use bytes::Bytes;
-use redoubt_protocol::num::{fmt_human, parse_f64, parse_i64};
+use redoubt_protocol::num::parse_i64;
 
 use super::args::{self, as_str, as_str_mut, is};
 use super::flags::*;
@@ -358,18 +358,22 @@ fn decrby(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
 }
 
 fn incrbyfloat(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    use redoubt_protocol::longdouble as ld;
     let db = ctx.db;
     let key = &argv[1];
+    // Redis checks the type, then the stored value, then the increment; all in long double.
     let cur = match ctx.ks.write(db, key) {
-        Some(e) => parse_f64(as_str(e)?).ok_or(err::NOT_FLOAT)?,
-        None => 0.0,
+        Some(e) => ld::parse(as_str(e)?).map_err(|_| err::NOT_FLOAT)?,
+        None => Some(ld::Ld::ZERO),
     };
-    let by = parse_f64(&argv[2]).ok_or(err::NOT_FLOAT)?;
-    let n = cur + by;
-    if n.is_nan() || n.is_infinite() {
-        return Err(CmdError::Static("ERR increment would produce NaN or Infinity"));
-    }
-    let text = fmt_human(n);
+    let by = ld::parse(&argv[2]).map_err(|_| err::NOT_FLOAT)?;
+    let overflow = CmdError::Static("ERR increment would produce NaN or Infinity");
+    // `None` is an infinity: anything plus infinity is refused like Redis's isinf check.
+    let n = match (cur, by) {
+        (Some(a), Some(b)) => ld::add(a, b).ok_or(overflow)?,
+        _ => return Err(overflow),
+    };
+    let text = ld::fmt_human(n);
     // Redis stores the result as a plain string (embstr), never as an integer.
     match ctx.ks.write(db, key) {
         Some(e) => e.value = Value::Str(Blob::not_int(&text)),

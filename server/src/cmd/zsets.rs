@@ -17,7 +17,8 @@ use redoubt_protocol::ReplyBuf;
 
 use super::args::{self, is};
 use super::flags::*;
-use super::hashes::{self, longdouble};
+use super::hashes;
+use redoubt_protocol::longdouble;
 use super::{err, BlockMode, CmdError, CmdResult, Ctx, Spec};
 use crate::keyspace::{notify, Blob, Keyspace, Score, Set, Value, ZSet};
 
@@ -123,11 +124,7 @@ fn store(ctx: &mut Ctx, dst: &[u8], items: Vec<(Blob, f64)>, event: &'static str
         z.insert_limited(m, *s, max_n, max_len);
     }
     let len = z.len();
-    let existed = ctx.ks.exists_logically(ctx.db, dst);
     ctx.ks.set(ctx.db, dst, Value::ZSet(Box::new(z)), false);
-    if !existed {
-        ctx.ks.notify(notify::NEW, "new", ctx.db, dst);
-    }
     ctx.ks.notify(notify::ZSET, event, ctx.db, dst);
     ctx.ks.signal_ready(ctx.db, dst);
     ctx.out.int(len as i64);
@@ -849,17 +846,16 @@ fn zadd_generic(ctx: &mut Ctx, argv: &[Bytes], mut f: AddFlags) -> CmdResult {
     // Every score is checked before anything changes: the command is all or nothing.
     let scores = pairs.chunks(2).map(|p| score_arg(&p[0])).collect::<Result<Vec<f64>, _>>()?;
 
-    let created = match ctx.ks.write(ctx.db, key) {
+    match ctx.ks.write(ctx.db, key) {
         Some(e) => {
             args::as_zset(e)?;
-            false
         }
         None if f.xx => {
             reply_add(ctx.out, f.incr, ch, 0, 0, None);
             return Ok(());
         }
-        None => true,
-    };
+        None => {}
+    }
     let limits = limits(ctx);
     let (e, _) = ctx.ks.entry_or_insert(ctx.db, key, new_zset);
     let z = args::as_zset_mut(e)?;
@@ -875,9 +871,6 @@ fn zadd_generic(ctx: &mut Ctx, argv: &[Bytes], mut f: AddFlags) -> CmdResult {
             _ => {}
         }
         last = (what != Added::Nop).then_some(newscore);
-    }
-    if created {
-        ctx.ks.notify(notify::NEW, "new", ctx.db, key);
     }
     if added + updated > 0 {
         ctx.ks.signal_modified(ctx.db, key);
