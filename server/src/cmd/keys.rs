@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::args::{self, glob_match, is};
 use super::flags::*;
-use super::{err, CmdError, CmdResult, Ctx, Spec};
+use super::{err, scan, CmdError, CmdResult, Ctx, Spec};
 use crate::keyspace::{notify, Entry, Value};
 
 pub const COMMANDS: &[Spec] = &[
@@ -223,56 +223,9 @@ fn keys(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     Ok(())
 }
 
-/// Parses a SCAN-family cursor like Redis's `strtoull`: an unsigned 64-bit decimal, where a
-/// leading '-' wraps around (Redis 7.0 accepts `SCAN -1`).
-pub fn parse_cursor(a: &[u8]) -> Result<u64, CmdError> {
-    let invalid = CmdError::Static("ERR invalid cursor");
-    let (neg, digits) = match a.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        Some((b'+', rest)) => (false, rest),
-        _ => (false, a),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(invalid);
-    }
-    let v = std::str::from_utf8(digits).ok().and_then(|s| s.parse::<u64>().ok()).ok_or(invalid)?;
-    Ok(if neg { v.wrapping_neg() } else { v })
-}
-
-/// MATCH / COUNT (and TYPE when `allow_type`) options of the SCAN family.
-pub struct ScanOpts {
-    pub pattern: Option<Bytes>,
-    pub count: usize,
-    pub type_: Option<String>,
-}
-
-pub fn parse_scan_opts(argv: &[Bytes], from: usize, allow_type: bool) -> Result<ScanOpts, CmdError> {
-    let mut o = ScanOpts { pattern: None, count: 10, type_: None };
-    let mut i = from;
-    while i < argv.len() {
-        let has_next = i + 1 < argv.len();
-        if is(&argv[i], "count") && has_next {
-            let n = args::int(&argv[i + 1])?;
-            if n < 1 {
-                return Err(err::SYNTAX);
-            }
-            o.count = n as usize;
-        } else if is(&argv[i], "match") && has_next {
-            let p = &argv[i + 1];
-            o.pattern = if p.as_ref() == b"*" { None } else { Some(p.clone()) };
-        } else if allow_type && is(&argv[i], "type") && has_next {
-            o.type_ = Some(args::s(&argv[i + 1]).to_ascii_lowercase());
-        } else {
-            return Err(err::SYNTAX);
-        }
-        i += 2;
-    }
-    Ok(o)
-}
-
 fn scan(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
-    let cursor = parse_cursor(&argv[1])?;
-    let o = parse_scan_opts(argv, 2, true)?;
+    let cursor = scan::parse_cursor(&argv[1])?;
+    let o = scan::ScanOpts::parse(&argv[2..], true)?;
     let now = ctx.ks.now_ms;
     let mut found = Vec::new();
     let next = if cursor as usize > ctx.ks.dbs[ctx.db].table.slots() {
@@ -282,10 +235,8 @@ fn scan(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
             if e.expire_at != 0 && e.expire_at <= now {
                 return;
             }
-            if let Some(p) = &o.pattern {
-                if !glob_match(p, &e.key, false) {
-                    return;
-                }
+            if !o.matches(&e.key) {
+                return;
             }
             if let Some(t) = &o.type_ {
                 if e.value.type_name() != t {
@@ -295,9 +246,8 @@ fn scan(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
             found.push(Bytes::copy_from_slice(&e.key));
         })
     };
-    ctx.out.array(2);
-    ctx.out.bulk(next.to_string().as_bytes());
-    ctx.out.bulks(found.iter());
+    let items: Vec<&[u8]> = found.iter().map(|k| &k[..]).collect();
+    scan::reply_scan(ctx.out, next as u64, &items);
     Ok(())
 }
 

@@ -18,6 +18,7 @@ pub mod introspect;
 pub mod keys;
 pub mod lists;
 pub mod pubsub;
+pub mod scan;
 pub mod server;
 pub mod sets;
 pub mod sort;

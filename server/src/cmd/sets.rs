@@ -5,16 +5,15 @@
 //! whose sorted iteration order we therefore reproduce), else a hash set. Redis deletes a
 //! set as soon as it becomes empty, so removals check for that and emit `del`.
 
-use std::collections::BinaryHeap;
 
 use bytes::Bytes;
-use hashbrown::HashSet;
 use rand::seq::IteratorRandom;
 use rand::Rng;
 use redoubt_protocol::ReplyBuf;
 
 use super::args::{self, is};
 use super::flags::*;
+use super::scan;
 use super::lists::{at_least_one, non_negative, POSITIVE_MSG};
 use super::{err, CmdError, CmdResult, Ctx, Spec};
 use crate::keyspace::{notify, Blob, Keyspace, Set, Value};
@@ -534,14 +533,14 @@ fn store(ctx: &mut Ctx, argv: &[Bytes], result: Set, event: &'static str) -> Cmd
 /// or may not be. Each call costs a pass over the set, the price of a stateless cursor when
 /// the table itself cannot be walked by bucket.
 fn sscan(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
-    let cursor = parse_cursor(&argv[2])?;
+    let cursor = scan::parse_cursor(&argv[2])?;
     let Some(e) = ctx.ks.read(ctx.db, &argv[1]) else {
-        reply_scan(ctx.out, 0, std::iter::empty::<&[u8]>(), 0);
+        scan::reply_scan(ctx.out, 0, &[]);
         return Ok(());
     };
     let set = args::as_set(e)?;
-    let (pattern, count) = parse_scan_opts(&argv[3..])?;
-    let keep = |m: &[u8]| pattern.is_none_or(|p| args::glob_match(p, m, false));
+    let opts = scan::ScanOpts::parse(&argv[3..], false)?;
+    let keep = |m: &[u8]| opts.matches(m);
     match set {
         Set::Ints(_) => {
             let mut members = Vec::with_capacity(set.len());
@@ -551,169 +550,21 @@ fn sscan(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
                 }
                 true
             });
-            let n = members.len();
-            reply_scan(ctx.out, 0, members.iter().map(|m| m.as_slice()), n);
+            let items: Vec<&[u8]> = members.iter().map(|m| m.as_slice()).collect();
+            scan::reply_scan(ctx.out, 0, &items);
         }
         Set::Big(s) => {
-            let (next, batch) = scan_step(s, cursor, count);
-            let batch: Vec<&Blob> = batch.into_iter().filter(|m| keep(m)).collect();
-            let n = batch.len();
-            reply_scan(ctx.out, next, batch.into_iter().map(|m| m.as_slice()), n);
+            let (page, next) = scan::scan_page(s.iter().map(|m| (m.as_slice(), m.as_slice())), cursor, opts.count);
+            let items: Vec<&[u8]> = page.into_iter().filter(|m| keep(m)).collect();
+            scan::reply_scan(ctx.out, next, &items);
         }
     }
     Ok(())
 }
 
-/// `[cursor, [members...]]`
-fn reply_scan<'a>(out: &mut ReplyBuf, next: u64, members: impl Iterator<Item = &'a [u8]>, n: usize) {
-    out.array(2);
-    out.bulk(itoa::Buffer::new().format(next).as_bytes());
-    out.array(n);
-    for m in members {
-        out.bulk(m);
-    }
-}
-
-/// A cursor as Redis's `parseScanCursorOrReply` reads it: `strtoul` in base 10 (optional
-/// sign, a negative value wrapping around), but no leading space, no trailing bytes and no
-/// overflow. An empty string is cursor 0.
-fn parse_cursor(a: &[u8]) -> Result<u64, CmdError> {
-    const INVALID: CmdError = CmdError::Static("ERR invalid cursor");
-    let (neg, digits) = match a.first() {
-        None => return Ok(0),
-        Some(b'-') => (true, &a[1..]),
-        Some(b'+') => (false, &a[1..]),
-        Some(_) => (false, a),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(INVALID);
-    }
-    let v = digits.iter().try_fold(0u64, |v, &d| v.checked_mul(10)?.checked_add(u64::from(d - b'0'))).ok_or(INVALID)?;
-    Ok(if neg { v.wrapping_neg() } else { v })
-}
-
-/// MATCH and COUNT (default 10; below 1 is a syntax error). TYPE is SCAN-only.
-fn parse_scan_opts(opts: &[Bytes]) -> Result<(Option<&[u8]>, usize), CmdError> {
-    let mut pattern = None;
-    let mut count = 10;
-    let mut i = 0;
-    while i < opts.len() {
-        let has_value = i + 1 < opts.len();
-        if is(&opts[i], "count") && has_value {
-            let c = args::int(&opts[i + 1])?;
-            if c < 1 {
-                return Err(err::SYNTAX);
-            }
-            count = usize::try_from(c).unwrap_or(usize::MAX);
-        } else if is(&opts[i], "match") && has_value {
-            // "*" matches everything: skip the matching altogether.
-            let p: &[u8] = &opts[i + 1];
-            pattern = (p != b"*").then_some(p);
-        } else {
-            return Err(err::SYNTAX);
-        }
-        i += 2;
-    }
-    Ok((pattern, count))
-}
-
-/// One step of the hash-ordered walk: the members whose hashes are the `count` smallest at
-/// or above `cursor` (plus any sharing the last one's hash, so equal hashes are never split
-/// across calls), and the cursor after them (0 when the walk is complete).
-fn scan_step(s: &HashSet<Blob>, cursor: u64, count: usize) -> (u64, Vec<&Blob>) {
-    // One pass keeps the `count` smallest eligible hashes in a max-heap and remembers the
-    // smallest hash it had to leave out.
-    let mut batch: BinaryHeap<(u64, &Blob)> = BinaryHeap::with_capacity(count.min(s.len()) + 1);
-    let mut left_out: Option<u64> = None;
-    for m in s {
-        let h = member_hash(m);
-        if h < cursor {
-            continue;
-        }
-        let dropped = match batch.peek() {
-            Some(&(top, _)) if batch.len() >= count => {
-                if h >= top {
-                    h
-                } else {
-                    batch.pop();
-                    batch.push((h, m));
-                    top
-                }
-            }
-            _ => {
-                batch.push((h, m));
-                continue;
-            }
-        };
-        left_out = Some(left_out.map_or(dropped, |l| l.min(dropped)));
-    }
-    let Some(&(last, _)) = batch.peek() else { return (0, Vec::new()) };
-    match left_out {
-        None => (0, batch.into_iter().map(|(_, m)| m).collect()),
-        // A member left out shares the last hash (a 64-bit collision): take the whole group.
-        Some(l) if l == last => {
-            (last.checked_add(1).unwrap_or(0), s.iter().filter(|m| (cursor..=last).contains(&member_hash(m))).collect())
-        }
-        Some(_) => (last.checked_add(1).unwrap_or(0), batch.into_iter().map(|(_, m)| m).collect()),
-    }
-}
-
-/// A fixed, fast 64-bit hash of a member (FNV-1a over 8-byte words plus a final mix), for
-/// scan cursors: it must not vary between calls or processes, unlike the tables' hashers.
-fn member_hash(m: &[u8]) -> u64 {
-    const PRIME: u64 = 0x0000_0100_0000_01B3;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ m.len() as u64;
-    let mut chunks = m.chunks_exact(8);
-    for c in &mut chunks {
-        h = (h ^ u64::from_le_bytes(c.try_into().expect("8 bytes"))).wrapping_mul(PRIME);
-    }
-    for &b in chunks.remainder() {
-        h = (h ^ u64::from(b)).wrapping_mul(PRIME);
-    }
-    // splitmix64's finaliser spreads the bits so cursors cover the space evenly.
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cursors_parse_like_strtoul() {
-        assert_eq!(parse_cursor(b"0"), Ok(0));
-        assert_eq!(parse_cursor(b""), Ok(0));
-        assert_eq!(parse_cursor(b"+7"), Ok(7));
-        assert_eq!(parse_cursor(b"-1"), Ok(u64::MAX));
-        assert_eq!(parse_cursor(b"18446744073709551615"), Ok(u64::MAX));
-        for bad in [&b" 1"[..], b"1 ", b"abc", b"+", b"-", b"18446744073709551616", b"0x10"] {
-            assert!(parse_cursor(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn scan_visits_every_member_once() {
-        let s: HashSet<Blob> = (0..1000).map(|i| Blob::new(format!("m{i}").as_bytes())).collect();
-        let mut seen = HashSet::new();
-        let mut cursor = 0;
-        let mut calls = 0;
-        loop {
-            let (next, batch) = scan_step(&s, cursor, 7);
-            for m in batch {
-                assert!(seen.insert(m.clone()), "duplicate {m:?}");
-            }
-            calls += 1;
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        assert_eq!(seen.len(), 1000);
-        assert!(calls >= 1000 / 7);
-    }
 
     #[test]
     fn set_algebra() {

@@ -434,8 +434,13 @@ fn getrange(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     };
     let s = as_str(e)?;
     let len = s.len() as i64;
-    // Redis 7.0's getrangeCommand: negative ends count from the end, then both clamp at 0
-    // (so a range entirely before the start still yields the first byte).
+    // Redis 7.0's getrangeCommand: an inverted all-negative range is empty; otherwise
+    // negative ends count from the end, then both clamp at 0 (so a range entirely before
+    // the start still yields the first byte).
+    if start < 0 && end < 0 && start > end {
+        ctx.out.bulk(b"");
+        return Ok(());
+    }
     let norm = |i: i64| if i < 0 { (len + i).max(0) } else { i };
     let (a, b) = (norm(start), norm(end).min(len - 1));
     if len == 0 || a > b {

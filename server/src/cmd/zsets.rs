@@ -18,6 +18,7 @@ use redoubt_protocol::ReplyBuf;
 use super::args::{self, is};
 use super::flags::*;
 use super::hashes;
+use super::scan;
 use redoubt_protocol::longdouble;
 use super::{err, BlockMode, CmdError, CmdResult, Ctx, Spec};
 use crate::keyspace::{notify, Blob, Keyspace, Score, Set, Value, ZSet};
@@ -1452,14 +1453,14 @@ fn zset_and_rng<'a>(ks: &'a mut Keyspace, db: usize, key: &[u8]) -> (&'a ZSet, &
 }
 
 fn zscan(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
-    let cursor = hashes::parse_cursor(&argv[2])?;
+    let cursor = scan::parse_cursor(&argv[2])?;
     let Some(z) = read_zset(ctx.ks, ctx.db, &argv[1])? else {
-        hashes::reply_scan(ctx.out, 0, &[]);
+        scan::reply_scan(ctx.out, 0, &[]);
         return Ok(());
     };
-    let opts = hashes::ScanOpts::parse(&argv[3..])?;
+    let opts = scan::ScanOpts::parse(&argv[3..], false)?;
     let (page, next): (Vec<(&[u8], f64)>, u64) = if z.big {
-        hashes::scan_page(z.dict.iter().map(|(m, s)| (&m[..], (&m[..], *s))), cursor, opts.count)
+        scan::scan_page(z.dict.iter().map(|(m, s)| (&m[..], (&m[..], *s))), cursor, opts.count)
     } else {
         // Like a listpack, a small sorted set is returned whole, in order, in one call.
         (z.tree.iter().map(|(s, m)| (&m[..], s.0)).collect(), 0)
@@ -1472,7 +1473,7 @@ fn zscan(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         .filter(|((m, _), _)| opts.matches(m))
         .flat_map(|((m, _), s)| [*m, &s[..]])
         .collect();
-    hashes::reply_scan(ctx.out, next, &items);
+    scan::reply_scan(ctx.out, next, &items);
     Ok(())
 }
 
