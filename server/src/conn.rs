@@ -461,6 +461,9 @@ impl Connection {
     }
 
     fn paused_for(&self, spec: &Spec) -> bool {
+        if !self.shared.pause_set.load(Ordering::Relaxed) {
+            return false;
+        }
         let p = *self.shared.pause.lock();
         if p.until_ms == 0 || now_ms() >= p.until_ms {
             return false;
@@ -639,7 +642,7 @@ pub fn call(ctx: &mut Ctx, spec: &'static Spec, argv: &[Bytes]) -> Option<BlockR
         }
     });
     ctx.srv.counters.total_commands_processed.fetch_add(1, Ordering::Relaxed);
-    let slower = ctx.srv.config.read().slowlog_log_slower_than;
+    let slower = ctx.srv.slowlog_threshold.load(Ordering::Relaxed);
     if slower >= 0 && usec >= slower as u64 && spec.flags & flags::SKIP_SLOWLOG == 0 {
         crate::cmd::introspect::slowlog_push(ctx, argv, usec);
     }

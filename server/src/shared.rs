@@ -179,6 +179,10 @@ pub struct Shared {
     pub slowlog: Mutex<VecDeque<SlowEntry>>,
     pub slowlog_next_id: AtomicU64,
     pub pause: Mutex<Pause>,
+    /// Fast check for the hot path: true while a CLIENT PAUSE may be in effect.
+    pub pause_set: AtomicBool,
+    /// `slowlog-log-slower-than`, read on every command (kept in sync by CONFIG SET).
+    pub slowlog_threshold: AtomicI64,
     pub unpaused: Notify,
     pub monitors: DashMap<u64, Arc<ClientInfo>>,
     /// Number of MONITOR clients (checked on every command, so kept apart from the map).
@@ -207,6 +211,7 @@ impl Shared {
             (0..40).map(|_| format!("{:x}", r.gen_range(0..16))).collect()
         };
         let now = crate::keyspace::now_ms();
+        let slowlog_threshold = AtomicI64::new(config.slowlog_log_slower_than);
         Arc::new(Shared {
             state: Mutex::new(State { ks, waiters: HashMap::new() }),
             config: RwLock::new(config),
@@ -221,6 +226,8 @@ impl Shared {
             slowlog: Mutex::new(VecDeque::new()),
             slowlog_next_id: AtomicU64::new(0),
             pause: Mutex::new(Pause::default()),
+            pause_set: AtomicBool::new(false),
+            slowlog_threshold,
             unpaused: Notify::new(),
             monitors: DashMap::new(),
             monitor_count: AtomicUsize::new(0),

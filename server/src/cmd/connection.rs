@@ -424,10 +424,12 @@ fn client(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
             }
             p.write_only = if p.until_ms > now && !p.write_only { false } else { write_only };
             drop(p);
+            ctx.srv.pause_set.store(true, Ordering::Relaxed);
             ctx.out.ok();
         }
         ("unpause", 2) => {
             *ctx.srv.pause.lock() = Default::default();
+            ctx.srv.pause_set.store(false, Ordering::Relaxed);
             ctx.srv.unpaused.notify_waiters();
             ctx.out.ok();
         }

@@ -360,6 +360,7 @@ fn config_set(ctx: &mut Ctx, pairs: &[Bytes]) -> CmdResult {
     ctx.ks.policy = next.maxmemory_policy;
     ctx.ks.lfu_log_factor = next.lfu_log_factor;
     ctx.ks.lfu_decay_time = next.lfu_decay_time;
+    srv.slowlog_threshold.store(next.slowlog_log_slower_than, Ordering::Relaxed);
     Ok(())
 }
 
