@@ -84,13 +84,12 @@ enum Flow {
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+pub async fn serve(stream: TcpStream, shared: Arc<Shared>, id: u64) {
     let _ = stream.set_nodelay(true);
     let (addr, laddr) = match (stream.peer_addr(), stream.local_addr()) {
         (Ok(a), Ok(l)) => (a, l),
         _ => return,
     };
-    let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded_channel();
     let info = Arc::new(ClientInfo {
         id,
@@ -116,6 +115,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         soft_since_ms: 0.into(),
         tx,
         killed: false.into(),
+        kill_signal: Default::default(),
     });
     let authenticated = shared.config.read().requirepass.is_none();
     shared.clients.insert(id, info.clone());
@@ -174,7 +174,13 @@ impl Connection {
             self.conn.info.qbuf.store(self.rbuf.len(), Ordering::Relaxed);
             if !out.is_empty() {
                 self.shared.counters.net_output_bytes.fetch_add(out.len() as u64, Ordering::Relaxed);
-                self.stream.write_all(&out.buf).await?;
+                // A client that stops reading must not pin us in write(): a kill (output
+                // buffer limit, CLIENT KILL) interrupts the write.
+                let info = self.conn.info.clone();
+                tokio::select! {
+                    r = self.stream.write_all(&out.buf) => r?,
+                    _ = info.kill_signal.notified() => return Ok(()),
+                }
                 out.buf.clear();
                 if out.buf.capacity() > 1 << 20 {
                     // Don't keep a huge buffer around after one big reply.
@@ -340,6 +346,11 @@ impl Connection {
         let shared = self.shared.clone();
         let spec = cmd::lookup(&argv[0]);
         let mark = out.len();
+        let mode_before = self.conn.reply_mode;
+        if mode_before == ReplyMode::Skip {
+            // This command consumes the pending skip (it may set a new one itself).
+            self.conn.reply_mode = ReplyMode::On;
+        }
         let flow = match self.check(st, spec, &argv) {
             Err(e) => {
                 if self.conn.multi.is_some() {
@@ -359,11 +370,14 @@ impl Connection {
             Ok(None) => {
                 let spec = spec.expect("checked");
                 if self.paused_for(spec) {
+                    self.conn.reply_mode = mode_before;
                     return Flow::Paused(argv);
                 }
-                if shared.monitor_count.load(Ordering::Relaxed) > 0 && spec.flags & (flags::SKIP_MONITOR | flags::ADMIN) == 0 {
-                    feed_monitors(&shared, self.conn.db, &self.conn.info, &argv);
-                }
+                let shown = match (spec.subcommands.is_empty(), argv.get(1)) {
+                    (false, Some(sub)) => cmd::lookup_sub(spec, sub).unwrap_or(spec),
+                    _ => spec,
+                };
+                *self.conn.info.last_cmd.lock() = shown.name;
                 st.ks.now_ms = now_ms();
                 let mut ctx = Ctx {
                     ks: &mut st.ks,
@@ -379,11 +393,12 @@ impl Connection {
                 let block = call(&mut ctx, spec, &argv);
                 let db = ctx.db;
                 self.conn.db = db;
-                let shown = match (spec.subcommands.is_empty(), argv.get(1)) {
-                    (false, Some(sub)) => cmd::lookup_sub(spec, sub).map_or(spec.name, |s| s.name),
-                    _ => spec.name,
-                };
-                *self.conn.info.last_cmd.lock() = shown;
+                // Like Redis, MONITOR sees a command after it ran (SELECT shows the new db);
+                // admin commands and AUTH-like ones are hidden.
+                let hidden = (spec.flags | shown.flags) & (flags::SKIP_MONITOR | flags::ADMIN) != 0;
+                if shared.monitor_count.load(Ordering::Relaxed) > 0 && !hidden {
+                    feed_monitors(&shared, self.conn.db, &self.conn.info, &argv);
+                }
                 match block {
                     Some(req) => Flow::Block(req, argv),
                     None => {
@@ -395,24 +410,18 @@ impl Connection {
                 }
             }
         };
-        // CLIENT REPLY OFF/SKIP swallow replies (CLIENT REPLY ON itself replies).
-        match self.conn.reply_mode {
-            ReplyMode::On => {}
-            ReplyMode::Off => out.truncate(mark),
-            ReplyMode::Skip => {
-                out.truncate(mark);
-                self.conn.reply_mode = ReplyMode::On;
-            }
+        // CLIENT REPLY: OFF swallows every reply; SKIP swallows the reply of the command
+        // *after* CLIENT REPLY SKIP (CLIENT REPLY ON itself replies).
+        if mode_before == ReplyMode::Skip || self.conn.reply_mode == ReplyMode::Off {
+            out.truncate(mark);
         }
         flow
     }
 
     /// Everything that can refuse or queue a command before it runs. Ok(Some) = queue it.
     fn check(&mut self, st: &mut State, spec: Option<&'static Spec>, argv: &[Bytes]) -> Result<Option<Queued>, CmdError> {
+        // Redis 7.0 reports unknown commands and bad arity even before authentication.
         let Some(spec) = spec else {
-            if !self.conn.authenticated {
-                return Err(CmdError::Static("NOAUTH Authentication required."));
-            }
             return Err(CmdError::Owned(cmd::unknown_command_error(argv)));
         };
         // A container's subcommand has its own arity (CONFIG GET needs a pattern...).
@@ -421,17 +430,21 @@ impl Connection {
             _ => spec,
         };
         if !spec.arity_ok(argv.len()) || !arity_spec.arity_ok(argv.len()) {
-            if !self.conn.authenticated && spec.flags & flags::NO_AUTH == 0 {
-                return Err(CmdError::Static("NOAUTH Authentication required."));
-            }
             return Err(err::wrong_args(arity_spec.name));
         }
         if !self.conn.authenticated && spec.flags & flags::NO_AUTH == 0 {
             return Err(CmdError::Static("NOAUTH Authentication required."));
         }
-        if self.conn.multi.is_some() && !matches!(spec.name, "exec" | "discard" | "multi" | "watch" | "quit" | "reset") {
+        let in_multi = self.conn.multi.is_some();
+        let tx_control = matches!(spec.name, "exec" | "discard" | "multi" | "watch" | "quit" | "reset");
+        // Over maxmemory, Redis refuses commands that may grow memory, and inside MULTI it
+        // refuses to queue anything at all (EXEC then aborts).
+        if spec.flags & flags::DENYOOM != 0 || (in_multi && !tx_control) {
+            oom_check(&self.shared, &mut st.ks)?;
+        }
+        if in_multi && !tx_control {
             if spec.flags & flags::NO_MULTI != 0 {
-                return Err(CmdError::Owned(format!("ERR Command not allowed inside a transaction")));
+                return Err(CmdError::Static("ERR Command not allowed inside a transaction"));
             }
             return Ok(Some(Queued));
         }
@@ -447,17 +460,7 @@ impl Connection {
                 spec.name
             )));
         }
-        if spec.flags & flags::DENYOOM != 0 || (spec.name == "exec" && self.multi_has_denyoom()) {
-            oom_check(&self.shared, st)?;
-        }
         Ok(None)
-    }
-
-    fn multi_has_denyoom(&self) -> bool {
-        self.conn
-            .multi
-            .as_ref()
-            .is_some_and(|q| q.iter().any(|a| cmd::lookup(&a[0]).is_some_and(|s| s.flags & flags::DENYOOM != 0)))
     }
 
     fn paused_for(&self, spec: &Spec) -> bool {
@@ -663,7 +666,7 @@ pub fn reply_error(shared: &Shared, out: &mut ReplyBuf, e: &CmdError) {
 }
 
 /// Evicts keys until under `maxmemory`, or fails with Redis's OOM error.
-pub fn oom_check(shared: &Shared, st: &mut State) -> Result<(), CmdError> {
+pub fn oom_check(shared: &Shared, ks: &mut Keyspace) -> Result<(), CmdError> {
     let (maxmemory, samples) = {
         let c = shared.config.read();
         (c.maxmemory, c.maxmemory_samples as usize)
@@ -673,8 +676,8 @@ pub fn oom_check(shared: &Shared, st: &mut State) -> Result<(), CmdError> {
     }
     let mut guard = 0;
     // Freed slab slots are reused before anything new is allocated, so they count as free.
-    while crate::memory::used_memory().saturating_sub(st.ks.reusable_bytes()) > maxmemory {
-        if !st.ks.evict_one(samples.max(1)) {
+    while crate::memory::used_memory().saturating_sub(ks.reusable_bytes()) > maxmemory {
+        if !ks.evict_one(samples.max(1)) {
             return Err(CmdError::Static("OOM command not allowed when used memory > 'maxmemory'."));
         }
         guard += 1;

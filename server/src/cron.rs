@@ -37,7 +37,7 @@ pub fn tick(shared: &Shared) {
             }
         }
         if maxmemory > 0 {
-            let _ = crate::conn::oom_check(shared, &mut st);
+            let _ = crate::conn::oom_check(shared, &mut st.ks);
         }
         if !st.ks.ready.is_empty() {
             crate::conn::serve_ready(shared, &mut st);

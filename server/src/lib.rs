@@ -79,7 +79,9 @@ pub async fn run_shared(listener: TcpListener, shared: Arc<Shared>, shutdown: im
                     });
                     continue;
                 }
-                tokio::spawn(conn::serve(stream, shared.clone()));
+                // IDs are given in accept order, as Redis does.
+                let id = shared.next_client_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::spawn(conn::serve(stream, shared.clone(), id));
             }
             _ = &mut shutdown => break Ok(()),
             _ = shared.shutdown.notified() => break Ok(()),
@@ -87,7 +89,7 @@ pub async fn run_shared(listener: TcpListener, shared: Arc<Shared>, shutdown: im
     };
     cron.abort();
     for c in shared.clients.iter() {
-        let _ = c.tx.send(shared::Push::Kill);
+        c.kill();
     }
     result
 }

@@ -78,9 +78,18 @@ pub struct ClientInfo {
     pub soft_since_ms: AtomicI64,
     pub tx: mpsc::UnboundedSender<Push>,
     pub killed: AtomicBool,
+    /// Wakes the connection even while it is stuck writing to a client that does not read.
+    pub kill_signal: Notify,
 }
 
 impl ClientInfo {
+    /// Disconnects this client as soon as possible (CLIENT KILL, buffer limits, shutdown).
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Relaxed);
+        let _ = self.tx.send(Push::Kill);
+        self.kill_signal.notify_one();
+    }
+
     /// Queues a push for this client, enforcing the pub/sub output buffer limits: a client
     /// that cannot keep up is disconnected rather than allowed to grow memory without bound.
     /// Returns false when the client was disconnected for overrunning its limits.
@@ -105,8 +114,7 @@ impl ClientInfo {
         }
         if over_hard || over_soft {
             tracing::warn!(client = self.id, queued, "client scheduled to be closed ASAP for overcoming of output buffer limits");
-            self.killed.store(true, Ordering::Relaxed);
-            let _ = self.tx.send(Push::Kill);
+            self.kill();
             return false;
         }
         let _ = self.tx.send(p);

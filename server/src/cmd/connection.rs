@@ -12,12 +12,12 @@ use crate::conn::ReplyMode;
 use crate::shared::{ClientInfo, Push};
 
 pub const COMMANDS: &[Spec] = &[
-    Spec::new("ping", -1, FAST | STALE, (0, 0, 0), "connection", ping),
-    Spec::new("echo", 2, FAST, (0, 0, 0), "connection", echo),
-    Spec::new("quit", -1, ALLOW_BUSY | NO_AUTH | LOADING | STALE | FAST, (0, 0, 0), "connection", quit),
-    Spec::new("reset", 1, NOSCRIPT | LOADING | STALE | NO_AUTH | FAST, (0, 0, 0), "connection", reset),
-    Spec::new("hello", -1, NOSCRIPT | LOADING | STALE | NO_AUTH | FAST, (0, 0, 0), "connection", hello),
-    Spec::new("auth", -2, NOSCRIPT | LOADING | STALE | FAST | NO_AUTH, (0, 0, 0), "connection", auth),
+    Spec::new("ping", -1, FAST, (0, 0, 0), "connection", ping),
+    Spec::new("echo", 2, LOADING | STALE | FAST, (0, 0, 0), "connection", echo),
+    Spec::new("quit", -1, ALLOW_BUSY | NOSCRIPT | NO_AUTH | LOADING | STALE | FAST, (0, 0, 0), "connection", quit),
+    Spec::new("reset", 1, NOSCRIPT | LOADING | STALE | NO_AUTH | FAST | ALLOW_BUSY, (0, 0, 0), "connection", reset),
+    Spec::new("hello", -1, NOSCRIPT | LOADING | STALE | NO_AUTH | FAST | ALLOW_BUSY, (0, 0, 0), "connection", hello),
+    Spec::new("auth", -2, NOSCRIPT | LOADING | STALE | FAST | NO_AUTH | ALLOW_BUSY, (0, 0, 0), "connection", auth),
     Spec::new("select", 2, LOADING | STALE | FAST, (0, 0, 0), "connection", select),
     Spec::new("readonly", 1, LOADING | STALE | FAST, (0, 0, 0), "connection", readonly),
     Spec::new("readwrite", 1, LOADING | STALE | FAST, (0, 0, 0), "connection", readwrite),
@@ -164,7 +164,7 @@ fn hello(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         conn.authenticated = true;
     }
     if !conn.authenticated {
-        return Err(CmdError::Static("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"));
+        return Err(CmdError::Static("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"));
     }
     if let Some(n) = name {
         *conn.info.name.lock() = if n.is_empty() { None } else { Some(n) };
@@ -312,7 +312,7 @@ pub fn client_line(c: &ClientInfo, now_ms: i64) -> String {
     }
     let cmd = c.last_cmd.lock().to_string();
     format!(
-        "id={} addr={} laddr={} fd=8 name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd=8 name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
         c.id,
         c.addr,
         c.laddr,
@@ -328,8 +328,6 @@ pub fn client_line(c: &ClientInfo, now_ms: i64) -> String {
         c.queued.load(Ordering::Relaxed),
         cmd,
         c.resp.load(Ordering::Relaxed),
-        c.lib_name.lock().clone().unwrap_or_default(),
-        c.lib_ver.lock().clone().unwrap_or_default(),
     )
 }
 
@@ -414,15 +412,13 @@ fn client(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
                 None => false,
                 Some(a) if is(a, "write") => true,
                 Some(a) if is(a, "all") => false,
-                Some(_) => return Err(err::SYNTAX),
+                Some(_) => return Err(CmdError::Static("ERR CLIENT PAUSE mode must be WRITE or ALL")),
             };
             let mut p = ctx.srv.pause.lock();
-            let until = now.saturating_add(ms);
-            // A longer or stricter pause wins over a running one, as in Redis.
-            if p.until_ms < until || !write_only {
-                p.until_ms = p.until_ms.max(until);
-            }
-            p.write_only = if p.until_ms > now && !p.write_only { false } else { write_only };
+            let active = p.until_ms > now;
+            // While a pause runs, the later end and the stricter mode (ALL) win.
+            p.write_only = if active { p.write_only && write_only } else { write_only };
+            p.until_ms = if active { p.until_ms.max(now.saturating_add(ms)) } else { now.saturating_add(ms) };
             drop(p);
             ctx.srv.pause_set.store(true, Ordering::Relaxed);
             ctx.out.ok();
@@ -597,7 +593,6 @@ fn kill(ctx: &mut Ctx, c: &ClientInfo, me: u64) {
             conn.close = true;
         }
     } else {
-        c.killed.store(true, Ordering::Relaxed);
-        let _ = c.tx.send(Push::Kill);
+        c.kill();
     }
 }

@@ -10,14 +10,14 @@ use super::{err, table, CmdError, CmdResult, Ctx, Spec};
 use crate::shared::SlowEntry;
 
 pub const COMMANDS: &[Spec] = &[
-    Spec::new("command", -1, LOADING | STALE, (0, 0, 0), "server", command).with_subcommands(&[
-        Spec::new("command|count", 2, LOADING | STALE, (0, 0, 0), "server", super::container_only),
-        Spec::new("command|info", -2, LOADING | STALE, (0, 0, 0), "server", super::container_only),
-        Spec::new("command|docs", -2, LOADING | STALE, (0, 0, 0), "server", super::container_only),
-        Spec::new("command|list", -2, LOADING | STALE, (0, 0, 0), "server", super::container_only),
-        Spec::new("command|getkeys", -4, LOADING | STALE, (0, 0, 0), "server", super::container_only),
-        Spec::new("command|getkeysandflags", -4, LOADING | STALE, (0, 0, 0), "server", super::container_only),
-        Spec::new("command|help", 2, LOADING | STALE, (0, 0, 0), "server", super::container_only),
+    Spec::new("command", -1, LOADING | STALE, (0, 0, 0), "server", command).acl(&["@connection"]).with_subcommands(&[
+        Spec::new("command|count", 2, LOADING | STALE, (0, 0, 0), "server", super::container_only).acl(&["@connection"]),
+        Spec::new("command|info", -2, LOADING | STALE, (0, 0, 0), "server", super::container_only).acl(&["@connection"]),
+        Spec::new("command|docs", -2, LOADING | STALE, (0, 0, 0), "server", super::container_only).acl(&["@connection"]),
+        Spec::new("command|list", -2, LOADING | STALE, (0, 0, 0), "server", super::container_only).acl(&["@connection"]),
+        Spec::new("command|getkeys", -4, LOADING | STALE, (0, 0, 0), "server", super::container_only).acl(&["@connection"]),
+        Spec::new("command|getkeysandflags", -4, LOADING | STALE, (0, 0, 0), "server", super::container_only).acl(&["@connection"]),
+        Spec::new("command|help", 2, LOADING | STALE, (0, 0, 0), "server", super::container_only).acl(&["@connection"]),
     ]),
     Spec::new("slowlog", -2, 0, (0, 0, 0), "server", slowlog).with_subcommands(&[
         Spec::new("slowlog|get", -2, ADMIN | LOADING | STALE, (0, 0, 0), "server", super::container_only),
@@ -27,8 +27,18 @@ pub const COMMANDS: &[Spec] = &[
     ]),
 ];
 
+/// A command that only exists through its subcommands (CONFIG, CLIENT...). COMMAND itself
+/// has subcommands but also runs bare, so it is not one.
+fn is_container(s: &Spec) -> bool {
+    !s.subcommands.is_empty() && s.arity == -2
+}
+
 /// ACL categories derived from flags and group, as Redis attaches them.
 pub fn acl_categories(s: &Spec) -> Vec<String> {
+    // Containers (CLIENT, CONFIG...) carry only @slow in Redis.
+    if is_container(s) {
+        return vec!["@slow".to_string()];
+    }
     let mut c = Vec::new();
     if s.flags & WRITE != 0 {
         c.push("@write".to_string());
@@ -58,22 +68,31 @@ pub fn acl_categories(s: &Spec) -> Vec<String> {
     if s.flags & BLOCKING != 0 {
         c.push("@blocking".into());
     }
+    for extra in s.extra_acl {
+        if !c.iter().any(|x| x == extra) {
+            c.push(extra.to_string());
+        }
+    }
     c
 }
 
 /// One COMMAND INFO entry (Redis 7 shape: 10 fields).
 fn write_info(ctx: &mut Ctx, s: &Spec) {
+    // A container reports no flags and no keys of its own: its subcommands carry them.
+    let container = is_container(s);
     ctx.out.array(10);
     ctx.out.bulk(s.name.as_bytes());
     ctx.out.int(s.arity as i64);
-    let fl: Vec<&str> = flags::NAMES.iter().filter(|(b, _)| s.flags & b != 0).map(|(_, n)| *n).collect();
+    let fl: Vec<&str> =
+        flags::NAMES.iter().filter(|(b, _)| !container && s.flags & b != 0).map(|(_, n)| *n).collect();
     ctx.out.set(fl.len());
     for f in fl {
         ctx.out.simple(f);
     }
-    ctx.out.int(s.keys.0 as i64);
-    ctx.out.int(s.keys.1 as i64);
-    ctx.out.int(s.keys.2 as i64);
+    let keys = if container { (0, 0, 0) } else { s.keys };
+    ctx.out.int(keys.0 as i64);
+    ctx.out.int(keys.1 as i64);
+    ctx.out.int(keys.2 as i64);
     let cats = acl_categories(s);
     ctx.out.set(cats.len());
     for c in &cats {

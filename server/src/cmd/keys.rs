@@ -22,7 +22,7 @@ pub const COMMANDS: &[Spec] = &[
     Spec::new("pexpiretime", 2, READONLY | FAST, (1, 1, 1), "keyspace", pexpiretime),
     Spec::new("persist", 2, WRITE | FAST, (1, 1, 1), "keyspace", persist),
     Spec::new("type", 2, READONLY | FAST, (1, 1, 1), "keyspace", type_),
-    Spec::new("keys", 2, READONLY, (0, 0, 0), "keyspace", keys),
+    Spec::new("keys", 2, READONLY, (0, 0, 0), "keyspace", keys).acl(&["@dangerous"]),
     Spec::new("scan", -2, READONLY, (0, 0, 0), "keyspace", scan),
     Spec::new("rename", 3, WRITE, (1, 2, 1), "keyspace", rename),
     Spec::new("renamenx", 3, WRITE | FAST, (1, 2, 1), "keyspace", renamenx),
@@ -30,9 +30,9 @@ pub const COMMANDS: &[Spec] = &[
     Spec::new("move", 3, WRITE | FAST, (1, 1, 1), "keyspace", move_),
     Spec::new("randomkey", 1, READONLY, (0, 0, 0), "keyspace", randomkey),
     Spec::new("dbsize", 1, READONLY | FAST, (0, 0, 0), "keyspace", dbsize),
-    Spec::new("flushdb", -1, WRITE, (0, 0, 0), "keyspace", flushdb),
-    Spec::new("flushall", -1, WRITE, (0, 0, 0), "keyspace", flushall),
-    Spec::new("swapdb", 3, WRITE | FAST, (0, 0, 0), "keyspace", swapdb),
+    Spec::new("flushdb", -1, WRITE, (0, 0, 0), "keyspace", flushdb).acl(&["@dangerous"]),
+    Spec::new("flushall", -1, WRITE, (0, 0, 0), "keyspace", flushall).acl(&["@dangerous"]),
+    Spec::new("swapdb", 3, WRITE | FAST, (0, 0, 0), "keyspace", swapdb).acl(&["@dangerous"]),
     Spec::new("touch", -2, READONLY | FAST, (1, -1, 1), "keyspace", touch),
     Spec::new("object", -2, READONLY, (2, 2, 1), "keyspace", object).with_subcommands(&[
         Spec::new("object|encoding", 3, READONLY, (2, 2, 1), "keyspace", super::container_only),
@@ -42,7 +42,7 @@ pub const COMMANDS: &[Spec] = &[
         Spec::new("object|help", 2, LOADING | STALE, (0, 0, 0), "keyspace", super::container_only),
     ]),
     Spec::new("memory", -2, READONLY, (0, 0, 0), "server", memory).with_subcommands(&[
-        Spec::new("memory|usage", -3, READONLY, (2, 2, 1), "keyspace", super::container_only),
+        Spec::new("memory|usage", -3, READONLY, (2, 2, 1), "server", super::container_only),
         Spec::new("memory|stats", 2, 0, (0, 0, 0), "server", super::container_only),
         Spec::new("memory|doctor", 2, 0, (0, 0, 0), "server", super::container_only),
         Spec::new("memory|malloc-stats", 2, 0, (0, 0, 0), "server", super::container_only),
@@ -50,7 +50,7 @@ pub const COMMANDS: &[Spec] = &[
         Spec::new("memory|help", 2, LOADING | STALE, (0, 0, 0), "server", super::container_only),
     ]),
     Spec::new("dump", 2, READONLY, (1, 1, 1), "keyspace", dump),
-    Spec::new("restore", -4, WRITE | DENYOOM, (1, 1, 1), "keyspace", restore),
+    Spec::new("restore", -4, WRITE | DENYOOM, (1, 1, 1), "keyspace", restore).acl(&["@dangerous"]),
 ];
 
 fn del(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {

@@ -221,6 +221,8 @@ pub struct Spec {
     /// Subcommands (CONFIG GET, CLIENT LIST, ...) for COMMAND introspection; dispatch of a
     /// container goes through its handler, which parses the subcommand itself.
     pub subcommands: &'static [Spec],
+    /// ACL categories beyond those derived from flags and group (e.g. `@dangerous`).
+    pub extra_acl: &'static [&'static str],
 }
 
 impl Spec {
@@ -232,7 +234,12 @@ impl Spec {
         group: &'static str,
         handler: Handler,
     ) -> Spec {
-        Spec { name, arity, flags, keys, group, handler, subcommands: &[] }
+        Spec { name, arity, flags, keys, group, handler, subcommands: &[], extra_acl: &[] }
+    }
+
+    pub const fn acl(mut self, extra: &'static [&'static str]) -> Spec {
+        self.extra_acl = extra;
+        self
     }
 
     pub const fn with_subcommands(mut self, subs: &'static [Spec]) -> Spec {

@@ -21,14 +21,14 @@ pub const COMMANDS: &[Spec] = &[
     Spec::new("unsubscribe", -1, PUBSUB | NOSCRIPT | LOADING | STALE, (0, 0, 0), "pubsub", unsubscribe),
     Spec::new("psubscribe", -2, PUBSUB | NOSCRIPT | LOADING | STALE, (0, 0, 0), "pubsub", psubscribe),
     Spec::new("punsubscribe", -1, PUBSUB | NOSCRIPT | LOADING | STALE, (0, 0, 0), "pubsub", punsubscribe),
-    Spec::new("publish", 3, PUBSUB | LOADING | STALE | FAST | MAY_REPLICATE, (0, 0, 0), "pubsub", publish),
+    Spec::new("publish", 3, PUBSUB | LOADING | STALE | FAST, (0, 0, 0), "pubsub", publish),
     Spec::new("pubsub", -2, 0, (0, 0, 0), "pubsub", pubsub).with_subcommands(&[
         Spec::new("pubsub|channels", -2, PUBSUB | LOADING | STALE, (0, 0, 0), "pubsub", super::container_only),
         Spec::new("pubsub|numsub", -2, PUBSUB | LOADING | STALE, (0, 0, 0), "pubsub", super::container_only),
         Spec::new("pubsub|numpat", 2, PUBSUB | LOADING | STALE, (0, 0, 0), "pubsub", super::container_only),
         Spec::new("pubsub|shardchannels", -2, PUBSUB | LOADING | STALE, (0, 0, 0), "pubsub", super::container_only),
         Spec::new("pubsub|shardnumsub", -2, PUBSUB | LOADING | STALE, (0, 0, 0), "pubsub", super::container_only),
-        Spec::new("pubsub|help", 2, LOADING | STALE, (0, 0, 0), "pubsub", super::container_only),
+        Spec::new("pubsub|help", 2, LOADING | STALE, (0, 0, 0), "server", super::container_only),
     ]),
 ];
 

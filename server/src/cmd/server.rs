@@ -17,7 +17,7 @@ use crate::memory;
 pub const REDIS_VERSION: &str = "7.2.4";
 
 pub const COMMANDS: &[Spec] = &[
-    Spec::new("info", -1, LOADING | STALE, (0, 0, 0), "server", info),
+    Spec::new("info", -1, LOADING | STALE, (0, 0, 0), "server", info).acl(&["@dangerous"]),
     Spec::new("config", -2, 0, (0, 0, 0), "server", config_cmd).with_subcommands(&[
         Spec::new("config|get", -3, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "server", super::container_only),
         Spec::new("config|set", -4, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "server", super::container_only),
@@ -26,7 +26,7 @@ pub const COMMANDS: &[Spec] = &[
         Spec::new("config|help", 2, LOADING | STALE, (0, 0, 0), "server", super::container_only),
     ]),
     Spec::new("time", 1, LOADING | STALE | FAST, (0, 0, 0), "server", time),
-    Spec::new("lastsave", 1, LOADING | STALE | FAST, (0, 0, 0), "server", lastsave),
+    Spec::new("lastsave", 1, LOADING | STALE | FAST, (0, 0, 0), "server", lastsave).acl(&["@admin", "@dangerous"]),
     Spec::new("monitor", 1, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "server", monitor),
     Spec::new("latency", -2, 0, (0, 0, 0), "server", latency).with_subcommands(&[
         Spec::new("latency|doctor", 2, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "server", super::container_only),
@@ -35,8 +35,8 @@ pub const COMMANDS: &[Spec] = &[
         Spec::new("latency|history", 3, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "server", super::container_only),
         Spec::new("latency|help", 2, LOADING | STALE, (0, 0, 0), "server", super::container_only),
     ]),
-    Spec::new("wait", 3, NOSCRIPT, (0, 0, 0), "generic", wait),
-    Spec::new("role", 1, NOSCRIPT | LOADING | STALE | FAST, (0, 0, 0), "admin", role),
+    Spec::new("wait", 3, NOSCRIPT, (0, 0, 0), "connection", wait),
+    Spec::new("role", 1, NOSCRIPT | LOADING | STALE | FAST, (0, 0, 0), "admin", role).acl(&["@admin", "@dangerous"]),
     Spec::new("shutdown", -1, ADMIN | NOSCRIPT | LOADING | STALE | NO_MULTI | ALLOW_BUSY, (0, 0, 0), "server", shutdown),
     Spec::new("debug", -2, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "server", debug),
     Spec::new("function", -2, 0, (0, 0, 0), "scripting", function).with_subcommands(&[

@@ -13,9 +13,12 @@ use super::flags::*;
 use super::{err, CmdError, CmdResult, Ctx, Spec};
 use crate::keyspace::{notify, Blob, Keyspace, Value};
 
+/// SORT touches every collection type (Redis files it under each, and as dangerous).
+const SORT_ACL: &[&str] = &["@set", "@sortedset", "@list", "@dangerous"];
+
 pub const COMMANDS: &[Spec] = &[
-    Spec::new("sort", -2, WRITE | DENYOOM | MOVABLE_KEYS, (1, 1, 1), "generic", sort),
-    Spec::new("sort_ro", -2, READONLY | MOVABLE_KEYS, (1, 1, 1), "generic", sort_ro),
+    Spec::new("sort", -2, WRITE | DENYOOM | MOVABLE_KEYS, (1, 1, 1), "sort", sort).acl(SORT_ACL),
+    Spec::new("sort_ro", -2, READONLY | MOVABLE_KEYS, (1, 1, 1), "sort", sort_ro).acl(SORT_ACL),
 ];
 
 const SCORE_ERR: CmdError = CmdError::Static("ERR One or more scores can't be converted into double");

@@ -61,6 +61,16 @@ fn exec(ctx: &mut Ctx, _argv: &[Bytes]) -> CmdResult {
         ctx.out.null_array();
         return Ok(());
     }
+    // Memory may have run out since the commands were queued.
+    let grows = queue.iter().any(|a| super::lookup(&a[0]).is_some_and(|s| s.flags & DENYOOM != 0));
+    if grows {
+        if let Err(e) = crate::conn::oom_check(ctx.srv, ctx.ks) {
+            return Err(CmdError::Owned(format!(
+                "EXECABORT Transaction discarded because of: {}",
+                e.text().trim_start_matches('-')
+            )));
+        }
+    }
     ctx.out.array(queue.len());
     for argv in queue {
         let spec = super::lookup(&argv[0]).expect("validated when queued");

@@ -762,8 +762,20 @@ impl Keyspace {
     }
 
     pub fn swap_db(&mut self, a: usize, b: usize) {
-        self.signal_db(a, true);
-        self.signal_db(b, true);
+        // A watched key changes if it exists in its db before or after the swap (Redis's
+        // touchAllWatchedKeysInDb(emptied, replaced_with)).
+        if !self.watched.is_empty() {
+            let dirty: Vec<u64> = self
+                .watched
+                .iter()
+                .filter(|((d, k), _)| {
+                    let other = if *d == a { b } else { a };
+                    (*d == a || *d == b) && (self.exists_logically(*d, k) || self.exists_logically(other, k))
+                })
+                .flat_map(|(_, ids)| ids.iter().copied())
+                .collect();
+            self.dirty_watchers.extend(dirty);
+        }
         self.dbs.swap(a, b);
         // Clients blocked on keys that now exist in their db must be served.
         let keys: Vec<(usize, Blob)> = self.blocking_keys.keys().cloned().collect();
