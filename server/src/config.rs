@@ -111,7 +111,9 @@ impl Default for Config {
             zset_max_listpack_entries: 128,
             zset_max_listpack_value: 64,
             list_max_listpack_size: -2,
-            io_threads: 1,
+            // Unlike Redis (1), connections run on one worker thread per core by default;
+            // `io-threads 1` gives a single-threaded event loop like Redis's.
+            io_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as u32,
             lazyfree_lazy_user_del: false,
             lazyfree_lazy_user_flush: false,
             lazyfree_lazy_expire: false,

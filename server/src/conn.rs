@@ -138,7 +138,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, id: u64) {
         monitor: false,
         no_touch: false,
     };
-    let mut c = Connection { stream, shared: shared.clone(), conn, rx, rbuf: BytesMut::with_capacity(16 * 1024) };
+    let mut c = Connection { batch_now: 0, stream, shared: shared.clone(), conn, rx, rbuf: BytesMut::with_capacity(16 * 1024) };
     if let Err(e) = c.run().await {
         tracing::debug!(error = %e, "connection ended");
     }
@@ -147,6 +147,8 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, id: u64) {
 }
 
 struct Connection {
+    /// Operation time of the batch being run (unix ms).
+    batch_now: i64,
     stream: TcpStream,
     shared: Arc<Shared>,
     conn: Conn,
@@ -291,6 +293,9 @@ impl Connection {
         }
         let shared = self.shared.clone();
         let mut st = shared.state.lock();
+        // One clock read per batch: every command of a pipelined batch runs at the same
+        // operation time (reading the clock per command cost ~5% at pipeline 16).
+        self.batch_now = now_ms();
         let mut next = first;
         let mut flow = Flow::Continue;
         loop {
@@ -378,7 +383,7 @@ impl Connection {
                     _ => spec,
                 };
                 *self.conn.info.last_cmd.lock() = shown.name;
-                st.ks.now_ms = now_ms();
+                st.ks.now_ms = self.batch_now;
                 let mut ctx = Ctx {
                     ks: &mut st.ks,
                     srv: &shared,

@@ -68,7 +68,14 @@ fn main() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     redoubt_server::memory::mark_installed();
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    // `io-threads` sizes the runtime: 1 (Redis's default) runs every connection on one
+    // thread, like Redis's event loop; more spreads connections over worker threads.
+    let rt = if config.io_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(config.io_threads as usize).enable_all().build()
+    }
+    .expect("tokio runtime");
     if let Err(e) = rt.block_on(serve(config)) {
         tracing::error!(error = %e, "fatal");
         std::process::exit(1);
