@@ -20,6 +20,9 @@ pub const INLINE_MAX: usize = 64 * 1024;
 /// Bulk arguments at least this large get their whole size reserved up front
 /// (`PROTO_MBULK_BIG_ARG`), so they are read with one allocation.
 const BIG_ARG: usize = 32 * 1024;
+/// Most bytes reserved ahead of data for one big argument; beyond this the buffer grows as
+/// the bytes actually arrive.
+const RESERVE_MAX: usize = 1024 * 1024;
 /// Before authentication, Redis refuses multibulks longer than this...
 const UNAUTH_MULTIBULK_MAX: i64 = 10;
 /// ...and bulks longer than this.
@@ -199,9 +202,10 @@ impl RequestDecoder {
                     p.pos += cr + 2;
                     p.bulk_len = Some(len);
                     if len >= BIG_ARG {
-                        // Reserve the whole argument once, now that it passed the limits,
-                        // instead of growing the buffer read by read.
-                        let want = (p.pos + len + 2).saturating_sub(buf.len());
+                        // Reserve room for a big argument in one step instead of growing
+                        // read by read, but never more than RESERVE_MAX up front: a header
+                        // alone must not make us allocate what the client never sends.
+                        let want = (p.pos + len + 2).saturating_sub(buf.len()).min(RESERVE_MAX);
                         if want > 0 && p.pos + len + 2 <= limits.query_buffer_limit {
                             buf.reserve(want);
                         }
@@ -388,6 +392,11 @@ mod tests {
         let mut buf = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$100000\r\n"[..]);
         assert!(d.decode(&mut buf, false).unwrap().is_none());
         assert!(buf.capacity() >= 100_000);
+        // A huge announced bulk reserves at most RESERVE_MAX before its bytes arrive.
+        let mut d2 = RequestDecoder::default();
+        let mut b2 = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$400000000\r\n"[..]);
+        assert!(d2.decode(&mut b2, false).unwrap().is_none());
+        assert!(b2.capacity() <= 2 * RESERVE_MAX);
         for _ in 0..99 {
             buf.extend_from_slice(&[b'x'; 1000]);
             assert!(d.decode(&mut buf, false).unwrap().is_none());

@@ -171,7 +171,9 @@ impl Connection {
         let mut out = ReplyBuf::new(false);
         let mut pending: Option<Vec<Bytes>> = None;
         loop {
-            // 1. Run every complete request already buffered.
+            // 1. Run every complete request already buffered (with the current limits:
+            // CONFIG SET proto-max-bulk-len applies to open connections too).
+            decoder.set_limits(self.limits());
             let flow = self.run_batch(&mut decoder, &mut out, pending.take());
             self.conn.info.qbuf.store(self.rbuf.len(), Ordering::Relaxed);
             if !out.is_empty() {

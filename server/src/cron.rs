@@ -58,7 +58,8 @@ fn sample_ops(shared: &Shared) {
     let mut s = shared.ops_samples.lock();
     let dt = now - s.0;
     if dt >= 100 {
-        let ops = (total - s.1) as f64 * 1000.0 / dt as f64;
+        // CONFIG RESETSTAT can move the counter backwards.
+        let ops = total.saturating_sub(s.1) as f64 * 1000.0 / dt as f64;
         s.2.push_back(ops);
         if s.2.len() > 16 {
             s.2.pop_front();

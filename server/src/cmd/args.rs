@@ -41,13 +41,34 @@ pub fn s(a: &[u8]) -> String {
 /// Mirrors Redis's `getTimeoutFromObjectOrReply`: the value is rounded up to whole ms, a
 /// negative or unrepresentable one is "timeout is negative".
 pub fn timeout_deadline(ctx: &Ctx, a: &[u8]) -> Result<i64, CmdError> {
-    let secs = parse_f64(a).ok_or(err::TIMEOUT)?;
-    let ms = (secs * 1000.0).ceil();
+    let ld = redoubt_protocol::longdouble::parse(a).map_err(|_| err::TIMEOUT)?;
+    let Some(ld) = ld else { return Err(err::TIMEOUT_NEG) }; // +-inf
+    let secs = parse_f64(a).unwrap_or(0.0);
+    let mut ms = (secs * 1000.0).ceil();
+    // Redis computes in long double: a positive timeout too small for a double (1e-400)
+    // still rounds up to 1 ms rather than to 0, which would mean "forever".
+    if ms == 0.0 && !ld.neg && ld.mant != 0 {
+        ms = 1.0;
+    }
     if ms < 0.0 || ms >= i64::MAX as f64 {
         return Err(err::TIMEOUT_NEG);
     }
     let ms = ms as i64;
     Ok(if ms == 0 { 0 } else { ctx.ks.now_ms.saturating_add(ms) })
+}
+
+/// Most bytes one reply that repeats random elements may take (SRANDMEMBER, HRANDFIELD and
+/// ZRANDMEMBER with a negative count). Redis has no such bound and will build a reply until
+/// memory runs out; we refuse such a count instead.
+pub const MAX_REPEATED_REPLY: u64 = 512 * 1024 * 1024;
+
+/// Checks that `n` picks of elements of at most `max_elem` bytes fit the reply budget.
+pub fn check_reply_budget(n: u64, max_elem: usize) -> Result<(), CmdError> {
+    let per = max_elem as u64 + 32; // framing of a bulk (and its pair, if any)
+    if n.saturating_mul(per) > MAX_REPEATED_REPLY {
+        return Err(CmdError::Static("ERR value is out of range"));
+    }
+    Ok(())
 }
 
 /// Redis's start/end index normalisation for LRANGE/GETRANGE/ZRANGE: returns the inclusive

@@ -351,6 +351,10 @@ fn hrandfield_count(ctx: &mut Ctx, key: &[u8], count: i64, withvalues: bool) -> 
     }
     let (h, rng) = hash_and_rng(ctx.ks, ctx.db, key);
     let pairs: Vec<_> = h.iter().collect();
+    if count < 0 {
+        let widest = pairs.iter().map(|(f, v)| f.len() + v.len()).max().unwrap_or(0);
+        args::check_reply_budget(count.unsigned_abs(), widest)?;
+    }
     let picks = rand_positions(rng, pairs.len(), count, matches!(h, Hash::Small(_)))?;
     let resp3 = ctx.out.resp3();
     ctx.out.array(if withvalues && !resp3 { picks.len() * 2 } else { picks.len() });

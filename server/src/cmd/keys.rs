@@ -609,7 +609,7 @@ fn restore(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     let at = match (ttl, absttl) {
         (0, _) => 0,
         (t, true) => t,
-        (t, false) => ctx.ks.now_ms + t,
+        (t, false) => ctx.ks.now_ms.saturating_add(t),
     };
     if at != 0 && at <= ctx.ks.now_ms {
         // Already expired: Redis deletes the target and replies OK.

@@ -359,6 +359,12 @@ fn srandmember_count(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     if n == 0 {
         ctx.out.array(0);
     } else if count < 0 || n == 1 {
+        let mut widest = 0;
+        each_member(set, |m| {
+            widest = widest.max(m.len());
+            true
+        });
+        args::check_reply_budget(n, widest)?;
         reply_with_repetition(ctx.out, set, n, &mut rng);
     } else if n >= set.len() as u64 {
         ctx.out.array(set.len());

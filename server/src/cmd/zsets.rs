@@ -19,7 +19,6 @@ use super::args::{self, is};
 use super::flags::*;
 use super::hashes;
 use super::scan;
-use redoubt_protocol::longdouble;
 use super::{err, BlockMode, CmdError, CmdResult, Ctx, Spec};
 use crate::keyspace::{notify, Blob, Keyspace, Score, Set, Value, ZSet};
 
@@ -276,36 +275,6 @@ fn long_in(a: &[u8], min: i64, msg: &'static str) -> Result<i64, CmdError> {
     }
 }
 
-/// A blocking timeout in seconds -> absolute deadline in ms (0 = wait forever), with the
-/// edges of Redis 7.0's `getTimeoutFromObjectOrReply`: parsed as a long double, then
-/// `(long long) ceill(secs * 1000)`, whose overflow (also for `inf`) comes out negative.
-fn block_timeout(ctx: &Ctx, a: &[u8]) -> Result<i64, CmdError> {
-    let ms = match longdouble::parse(a) {
-        Err(()) => return Err(err::TIMEOUT),
-        Ok(None) => return Err(err::TIMEOUT_NEG),
-        Ok(Some(v)) => {
-            let secs = v.mant as f64 * 2f64.powi(v.exp.clamp(-2000, 2000) as i32);
-            (if v.neg { -secs } else { secs } * 1000.0).ceil()
-        }
-    };
-    // Tiny negatives round up to (-)0 and block forever, as in Redis.
-    if ms < 0.0 || ms >= i64::MAX as f64 {
-        return Err(err::TIMEOUT_NEG);
-    }
-    let ms = ms as i64;
-    Ok(if ms == 0 { 0 } else { ctx.ks.now_ms.saturating_add(ms) })
-}
-
-/// Keys to block on, without duplicates (Redis registers each key once per client).
-fn block_keys(keys: &[Bytes]) -> Vec<Bytes> {
-    let mut out: Vec<Bytes> = Vec::with_capacity(keys.len());
-    for k in keys {
-        if !out.contains(k) {
-            out.push(k.clone());
-        }
-    }
-    out
-}
 
 /// A score interval, as Redis's `zslParseRange` reads `min max`: `(` makes a bound
 /// exclusive; each bound goes through plain strtod (so "" is 0, " 1" is 1, and overflow
@@ -1066,7 +1035,7 @@ fn bzpopmax(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
 }
 
 fn bzpop_command(ctx: &mut Ctx, argv: &[Bytes], max: bool) -> CmdResult {
-    let deadline = block_timeout(ctx, &argv[argv.len() - 1])?;
+    let deadline = args::timeout_deadline(ctx, &argv[argv.len() - 1])?;
     let shape = PopReply { emit_key: true, nested: false, nil_when_empty: false };
     blocking_pop(ctx, &argv[1..argv.len() - 1], max, None, shape, deadline)
 }
@@ -1089,7 +1058,7 @@ fn blocking_pop(ctx: &mut Ctx, keys: &[Bytes], max: bool, count: Option<i64>, sh
             Err(e) => return Err(e),
         }
     }
-    ctx.block_on(block_keys(keys), deadline);
+    ctx.block_on(keys.to_vec(), deadline);
     Ok(())
 }
 
@@ -1131,7 +1100,7 @@ fn zmpop(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
 
 fn bzmpop(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     let (keys, max, count) = parse_mpop(argv, 2)?;
-    let deadline = block_timeout(ctx, &argv[1])?;
+    let deadline = args::timeout_deadline(ctx, &argv[1])?;
     blocking_pop(ctx, keys, max, Some(count), MPOP_REPLY, deadline)
 }
 
@@ -1433,6 +1402,10 @@ fn zrandmember(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         return Ok(());
     }
     let all: Vec<&Item> = z.tree.iter().collect();
+    if count < 0 {
+        let widest = all.iter().map(|(_, m)| m.len() + 24).max().unwrap_or(0);
+        args::check_reply_budget(count.unsigned_abs(), widest)?;
+    }
     let mut picks = hashes::rand_positions(rng, len, count, !z.big)?;
     if count >= len as i64 {
         // Redis walks the whole set from the highest score down here.
