@@ -115,11 +115,7 @@ impl RequestDecoder {
     /// Returns `Ok(None)` when more bytes are needed. Empty requests (`*0`, `*-1`, blank
     /// inline lines) are skipped, as Redis does. `auth_required` applies Redis's tighter
     /// limits for clients that have not authenticated yet.
-    pub fn decode(
-        &mut self,
-        buf: &mut BytesMut,
-        auth_required: bool,
-    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    pub fn decode(&mut self, buf: &mut BytesMut, auth_required: bool) -> Result<Option<Vec<Bytes>>, ProtocolError> {
         loop {
             if self.partial.is_none() {
                 if buf.is_empty() {
@@ -186,10 +182,7 @@ impl RequestDecoder {
                         break;
                     }
                     if rest[0] != b'$' {
-                        return Err(ProtocolError::Malformed(format!(
-                            "expected '$', got '{}'",
-                            rest[0] as char
-                        )));
+                        return Err(ProtocolError::Malformed(format!("expected '$', got '{}'", rest[0] as char)));
                     }
                     let len = match parse_len(&rest[1..cr]) {
                         Some(n) if n >= 0 && n <= limits.max_bulk_len => n,

@@ -86,12 +86,7 @@ fn fmt_c(d: f64, fmt: &[u8], out: &mut Vec<u8>) {
     // SAFETY: buf is large enough for any %.17g rendering of a double (at most ~25 bytes),
     // and fmt is NUL-terminated with exactly one double conversion.
     let n = unsafe {
-        libc::snprintf(
-            buf.as_mut_ptr() as *mut libc::c_char,
-            buf.len(),
-            fmt.as_ptr() as *const libc::c_char,
-            d,
-        )
+        libc::snprintf(buf.as_mut_ptr() as *mut libc::c_char, buf.len(), fmt.as_ptr() as *const libc::c_char, d)
     };
     let n = (n.max(0) as usize).min(buf.len() - 1);
     out.extend_from_slice(&buf[..n]);

@@ -133,10 +133,18 @@ impl Default for Config {
 /// Parses a memory size the way Redis's `memtoull` does: `1gb`, `100mb`, `1k`, `42`.
 pub fn parse_memory(s: &str) -> Option<u64> {
     let l = s.to_ascii_lowercase();
-    let (num, mul) = [("gb", 1u64 << 30), ("mb", 1 << 20), ("kb", 1 << 10), ("g", 1_000_000_000), ("m", 1_000_000), ("k", 1000), ("b", 1)]
-        .iter()
-        .find_map(|(suf, m)| l.strip_suffix(suf).map(|n| (n.to_string(), *m)))
-        .unwrap_or((l.clone(), 1));
+    let (num, mul) = [
+        ("gb", 1u64 << 30),
+        ("mb", 1 << 20),
+        ("kb", 1 << 10),
+        ("g", 1_000_000_000),
+        ("m", 1_000_000),
+        ("k", 1000),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suf, m)| l.strip_suffix(suf).map(|n| (n.to_string(), *m)))
+    .unwrap_or((l.clone(), 1));
     if num.is_empty() || !num.bytes().all(|c| c.is_ascii_digit()) {
         return None;
     }
@@ -163,9 +171,13 @@ fn parse_limits(v: &[&str]) -> Result<(u64, u64, u64), String> {
     if v.len() != 3 {
         return Err("Wrong number of arguments in buffer limit configuration.".into());
     }
-    let hard = parse_memory(v[0]).ok_or("Error in hard, soft or soft_seconds setting in buffer limit configuration.")?;
-    let soft = parse_memory(v[1]).ok_or("Error in hard, soft or soft_seconds setting in buffer limit configuration.")?;
-    let secs = v[2].parse::<u64>().map_err(|_| "Error in hard, soft or soft_seconds setting in buffer limit configuration.")?;
+    let hard =
+        parse_memory(v[0]).ok_or("Error in hard, soft or soft_seconds setting in buffer limit configuration.")?;
+    let soft =
+        parse_memory(v[1]).ok_or("Error in hard, soft or soft_seconds setting in buffer limit configuration.")?;
+    let secs = v[2]
+        .parse::<u64>()
+        .map_err(|_| "Error in hard, soft or soft_seconds setting in buffer limit configuration.")?;
     Ok((hard, soft, secs))
 }
 
@@ -184,7 +196,13 @@ pub struct Directive {
 
 macro_rules! d {
     ($name:expr, $mutable:expr, |$c:ident| $get:expr, |$c2:ident, $v:ident| $set:expr) => {
-        Directive { name: $name, alias: None, mutable: $mutable, get: |$c: &Config| $get, set: |$c2: &mut Config, $v: &str| $set }
+        Directive {
+            name: $name,
+            alias: None,
+            mutable: $mutable,
+            get: |$c: &Config| $get,
+            set: |$c2: &mut Config, $v: &str| $set,
+        }
     };
 }
 
@@ -365,7 +383,9 @@ pub fn directives() -> &'static [Directive] {
 
 /// Finds a directive by name or alias (case-insensitive).
 pub fn find(name: &str) -> Option<&'static Directive> {
-    directives().iter().find(|d| d.name.eq_ignore_ascii_case(name) || d.alias.is_some_and(|a| a.eq_ignore_ascii_case(name)))
+    directives()
+        .iter()
+        .find(|d| d.name.eq_ignore_ascii_case(name) || d.alias.is_some_and(|a| a.eq_ignore_ascii_case(name)))
 }
 
 impl Config {
@@ -407,7 +427,8 @@ impl Config {
         let mut i = 0;
         if let Some(first) = args.first() {
             if !first.starts_with("--") {
-                let text = std::fs::read_to_string(first).map_err(|e| format!("Fatal error, can't open config file '{first}': {e}"))?;
+                let text = std::fs::read_to_string(first)
+                    .map_err(|e| format!("Fatal error, can't open config file '{first}': {e}"))?;
                 cfg.load_str(&text)?;
                 i = 1;
             }

@@ -138,7 +138,8 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, id: u64) {
         monitor: false,
         no_touch: false,
     };
-    let mut c = Connection { batch_now: 0, stream, shared: shared.clone(), conn, rx, rbuf: BytesMut::with_capacity(16 * 1024) };
+    let mut c =
+        Connection { batch_now: 0, stream, shared: shared.clone(), conn, rx, rbuf: BytesMut::with_capacity(16 * 1024) };
     if let Err(e) = c.run().await {
         tracing::debug!(error = %e, "connection ended");
     }
@@ -258,7 +259,10 @@ impl Connection {
         match p {
             Push::Message { pattern, channel, payload } => {
                 let size = channel.len() + payload.len() + 32 + pattern.as_ref().map_or(0, |p| p.len());
-                self.conn.info.queued.fetch_sub(size.min(self.conn.info.queued.load(Ordering::Relaxed)), Ordering::Relaxed);
+                self.conn
+                    .info
+                    .queued
+                    .fetch_sub(size.min(self.conn.info.queued.load(Ordering::Relaxed)), Ordering::Relaxed);
                 match pattern {
                     Some(p) => {
                         out.push(4);
@@ -275,7 +279,10 @@ impl Connection {
                 true
             }
             Push::Monitor(line) => {
-                self.conn.info.queued.fetch_sub(line.len().min(self.conn.info.queued.load(Ordering::Relaxed)), Ordering::Relaxed);
+                self.conn
+                    .info
+                    .queued
+                    .fetch_sub(line.len().min(self.conn.info.queued.load(Ordering::Relaxed)), Ordering::Relaxed);
                 out.simple_bytes(&line);
                 true
             }
@@ -426,7 +433,12 @@ impl Connection {
     }
 
     /// Everything that can refuse or queue a command before it runs. Ok(Some) = queue it.
-    fn check(&mut self, st: &mut State, spec: Option<&'static Spec>, argv: &[Bytes]) -> Result<Option<Queued>, CmdError> {
+    fn check(
+        &mut self,
+        st: &mut State,
+        spec: Option<&'static Spec>,
+        argv: &[Bytes],
+    ) -> Result<Option<Queued>, CmdError> {
         // Redis 7.0 reports unknown commands and bad arity even before authentication.
         let Some(spec) = spec else {
             return Err(CmdError::Owned(cmd::unknown_command_error(argv)));
@@ -459,7 +471,15 @@ impl Connection {
             && !self.conn.resp3
             && !matches!(
                 spec.name,
-                "subscribe" | "ssubscribe" | "unsubscribe" | "sunsubscribe" | "psubscribe" | "punsubscribe" | "ping" | "quit" | "reset"
+                "subscribe"
+                    | "ssubscribe"
+                    | "unsubscribe"
+                    | "sunsubscribe"
+                    | "psubscribe"
+                    | "punsubscribe"
+                    | "ping"
+                    | "quit"
+                    | "reset"
             )
         {
             return Err(CmdError::Owned(format!(

@@ -46,13 +46,21 @@ pub use shared::Shared;
 /// Runs the server on an already bound listener until `shutdown` resolves.
 ///
 /// Tests bind `127.0.0.1:0` and pass the listener in, as mini-redis does.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let shared = Shared::new(config);
     run_shared(listener, shared, shutdown).await
 }
 
 /// Like [`run`], with state created by the caller (to keep a handle on it).
-pub async fn run_shared(listener: TcpListener, shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run_shared(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     shared.port.store(listener.local_addr()?.port() as usize, std::sync::atomic::Ordering::Relaxed);
     let cron = tokio::spawn(cron::run(shared.clone()));
     tokio::pin!(shutdown);

@@ -64,7 +64,8 @@ fn main() {
         "nothing" => "off",
         _ => "info",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     redoubt_server::memory::mark_installed();
 
@@ -91,7 +92,8 @@ async fn serve(config: redoubt_server::Config) -> anyhow::Result<()> {
             Some(h) => (true, h),
             None => (false, b.as_str()),
         };
-        let addr = if host.contains(':') { format!("[{host}]:{}", config.port) } else { format!("{host}:{}", config.port) };
+        let addr =
+            if host.contains(':') { format!("[{host}]:{}", config.port) } else { format!("{host}:{}", config.port) };
         match tokio::net::TcpListener::bind(&addr).await {
             Ok(l) => {
                 listener = Some(l);
@@ -104,7 +106,8 @@ async fn serve(config: redoubt_server::Config) -> anyhow::Result<()> {
     let listener = listener.ok_or_else(|| anyhow::anyhow!("no bind address usable: {last_err:?}"))?;
     tracing::info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "redoubt ready to accept connections");
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

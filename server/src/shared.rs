@@ -113,7 +113,11 @@ impl ClientInfo {
             self.soft_since_ms.store(0, Ordering::Relaxed);
         }
         if over_hard || over_soft {
-            tracing::warn!(client = self.id, queued, "client scheduled to be closed ASAP for overcoming of output buffer limits");
+            tracing::warn!(
+                client = self.id,
+                queued,
+                "client scheduled to be closed ASAP for overcoming of output buffer limits"
+            );
             self.kill();
             return false;
         }

@@ -34,9 +34,13 @@ pub enum Rule {
     /// Flat `k v k v` arrays or maps: pairs as a multiset.
     UnorderedPairs,
     /// Unordered only when the collection is larger than a listpack hash can be.
-    UnorderedIfBig { pairs: bool },
+    UnorderedIfBig {
+        pairs: bool,
+    },
     /// `[cursor, elements]` with elements as a multiset (pairs when `pairs`).
-    Scan { pairs: bool },
+    Scan {
+        pairs: bool,
+    },
     /// Kinds and lengths only.
     Shape,
     /// Integers within `±n` of each other (negative values, the "no TTL"/"no key" answers,
@@ -261,24 +265,89 @@ pub fn compare_exec_by<A: AsRef<[u8]>>(
 
 /// INFO fields that differ between any two servers or any two moments.
 pub const VOLATILE_INFO_FIELDS: &[&str] = &[
-    "redis_version", "redis_git_sha1", "redis_git_dirty", "redis_build_id", "redis_mode", "os", "arch_bits",
-    "monotonic_clock", "multiplexing_api", "atomicvar_api", "gcc_version", "process_id", "process_supervised",
-    "run_id", "tcp_port", "server_time_usec", "uptime_in_seconds", "uptime_in_days", "hz", "configured_hz",
-    "lru_clock", "executable", "config_file", "io_threads_active", "connected_clients", "cluster_connections",
-    "maxclients", "client_recent_max_input_buffer", "client_recent_max_output_buffer", "blocked_clients",
-    "tracking_clients", "clients_in_timeout_table", "total_blocking_keys", "total_blocking_keys_on_nokey",
+    "redis_version",
+    "redis_git_sha1",
+    "redis_git_dirty",
+    "redis_build_id",
+    "redis_mode",
+    "os",
+    "arch_bits",
+    "monotonic_clock",
+    "multiplexing_api",
+    "atomicvar_api",
+    "gcc_version",
+    "process_id",
+    "process_supervised",
+    "run_id",
+    "tcp_port",
+    "server_time_usec",
+    "uptime_in_seconds",
+    "uptime_in_days",
+    "hz",
+    "configured_hz",
+    "lru_clock",
+    "executable",
+    "config_file",
+    "io_threads_active",
+    "connected_clients",
+    "cluster_connections",
+    "maxclients",
+    "client_recent_max_input_buffer",
+    "client_recent_max_output_buffer",
+    "blocked_clients",
+    "tracking_clients",
+    "clients_in_timeout_table",
+    "total_blocking_keys",
+    "total_blocking_keys_on_nokey",
 ];
 
 /// Prefixes of INFO fields that are volatile (memory, CPU, network, latency, ...).
 pub const VOLATILE_INFO_PREFIXES: &[&str] = &[
-    "used_memory", "used_cpu", "mem_", "allocator_", "rss_", "total_system_memory", "maxmemory_human",
-    "total_net", "instantaneous_", "total_connections_received", "total_commands_processed",
-    "rdb_", "aof_", "latency_percentiles_usec_", "cmdstat_", "errorstat_", "eventloop_", "peak_",
-    "lazyfree", "number_of_cached_scripts", "used_", "master_repl", "second_repl", "repl_backlog",
-    "keyspace_hits", "keyspace_misses", "expired_", "evicted_", "current_", "migrate_cached",
-    "total_reads", "total_writes", "io_threaded", "client_", "dump_payload", "module_fork",
-    "active_defrag", "total_active_defrag", "total_eviction", "total_forks", "latest_fork",
-    "sync_", "total_error_replies", "unexpected_error_replies", "acl_access_denied",
+    "used_memory",
+    "used_cpu",
+    "mem_",
+    "allocator_",
+    "rss_",
+    "total_system_memory",
+    "maxmemory_human",
+    "total_net",
+    "instantaneous_",
+    "total_connections_received",
+    "total_commands_processed",
+    "rdb_",
+    "aof_",
+    "latency_percentiles_usec_",
+    "cmdstat_",
+    "errorstat_",
+    "eventloop_",
+    "peak_",
+    "lazyfree",
+    "number_of_cached_scripts",
+    "used_",
+    "master_repl",
+    "second_repl",
+    "repl_backlog",
+    "keyspace_hits",
+    "keyspace_misses",
+    "expired_",
+    "evicted_",
+    "current_",
+    "migrate_cached",
+    "total_reads",
+    "total_writes",
+    "io_threaded",
+    "client_",
+    "dump_payload",
+    "module_fork",
+    "active_defrag",
+    "total_active_defrag",
+    "total_eviction",
+    "total_forks",
+    "latest_fork",
+    "sync_",
+    "total_error_replies",
+    "unexpected_error_replies",
+    "acl_access_denied",
 ];
 
 /// Parses INFO text into `field -> value` (sections and comments dropped).
@@ -296,7 +365,9 @@ pub fn parse_info(text: &str) -> BTreeMap<String, String> {
 pub fn normalize_info(text: &str) -> BTreeMap<String, String> {
     parse_info(text)
         .into_iter()
-        .filter(|(k, _)| !VOLATILE_INFO_FIELDS.contains(&k.as_str()) && !VOLATILE_INFO_PREFIXES.iter().any(|p| k.starts_with(p)))
+        .filter(|(k, _)| {
+            !VOLATILE_INFO_FIELDS.contains(&k.as_str()) && !VOLATILE_INFO_PREFIXES.iter().any(|p| k.starts_with(p))
+        })
         .collect()
 }
 

@@ -73,7 +73,8 @@ impl TempDir {
     pub fn new(prefix: &str) -> TempDir {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static N: AtomicUsize = AtomicUsize::new(0);
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let stamp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let p = std::env::temp_dir().join(format!(
             "{prefix}-{}-{}-{}",
             std::process::id(),
@@ -447,7 +448,9 @@ pub fn redis_tool(name: &str) -> Option<PathBuf> {
 /// Returns (exit success, stdout, stderr).
 pub fn run_with_deadline(mut cmd: Command, stdin: Option<Vec<u8>>, within: Duration) -> (bool, String, String) {
     use std::io::Write;
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let shown = format!("{cmd:?}");
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
     let writer = stdin.map(|data| {

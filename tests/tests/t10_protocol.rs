@@ -201,8 +201,7 @@ fn unauthenticated_limits(t: &Target) {
     c.send(b"*1\r\n$20000\r\n").expect_then_close(b"-ERR Protocol error: unauthenticated bulk length\r\n");
     let mut c = t.raw();
     c.send(b"GET k\r\n").expect(b"-NOAUTH Authentication required.\r\n");
-    c.send(b"AUTH wrong\r\n")
-        .expect(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
+    c.send(b"AUTH wrong\r\n").expect(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
     c.send(b"AUTH s3cret\r\n").expect(b"+OK\r\n");
     // After AUTH the limits are the normal ones.
     let mut req = vec![b"RPUSH".to_vec(), b"l".to_vec()];
@@ -272,13 +271,15 @@ fn hello3(t: &Target) {
     let mut c = t.conn();
     let v = c.hello3().expect("HELLO 3");
     let Value::Map(m) = &v else { panic!("HELLO 3 should reply with a map, got {}", v.render()) };
-    let mut keys: Vec<String> = m.iter().map(|(k, _)| String::from_utf8_lossy(k.as_bytes().unwrap_or(b"?")).into_owned()).collect();
+    let mut keys: Vec<String> =
+        m.iter().map(|(k, _)| String::from_utf8_lossy(k.as_bytes().unwrap_or(b"?")).into_owned()).collect();
     keys.sort();
     assert_eq!(keys, ["id", "mode", "modules", "proto", "role", "server", "version"]);
     // The order on the wire (the decoder's map does not keep it).
     let mut r = t.raw();
     r.send(b"HELLO 3\r\n").expect(b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n");
-    let get = |name: &str| m.iter().find(|(k, _)| k.as_bytes() == Some(name.as_bytes())).map(|(_, v)| v.clone()).unwrap();
+    let get =
+        |name: &str| m.iter().find(|(k, _)| k.as_bytes() == Some(name.as_bytes())).map(|(_, v)| v.clone()).unwrap();
     assert_eq!(get("server"), Value::Bulk(b"redis".to_vec()));
     assert_eq!(get("proto"), Value::Int(3));
     assert!(matches!(get("id"), Value::Int(_)));

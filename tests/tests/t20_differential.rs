@@ -47,22 +47,61 @@ macro_rules! a {
 
 const KEYS: &[&str] = &["k0", "k1", "k2", "k3", "k4"];
 const VALS: &[&str] = &[
-    "a", "b", "abc", "hello world", "0", "1", "-1", "10", "42", "3.5", "-0.5", "1e3", "", "xyz", "foobar", "7",
-    "9223372036854775807", "-9223372036854775808",
+    "a",
+    "b",
+    "abc",
+    "hello world",
+    "0",
+    "1",
+    "-1",
+    "10",
+    "42",
+    "3.5",
+    "-0.5",
+    "1e3",
+    "",
+    "xyz",
+    "foobar",
+    "7",
+    "9223372036854775807",
+    "-9223372036854775808",
 ];
 const ODD_VALS: &[&str] = &[
-    " 7", "007", "+1", "9223372036854775808", "a\0b", "\u{e9}t\u{e9}", "12345678901234567890", "0x10", "1.0",
-    "-0", "inf", "nan", "\r\n", "\u{ff}\u{fe}",
+    " 7",
+    "007",
+    "+1",
+    "9223372036854775808",
+    "a\0b",
+    "\u{e9}t\u{e9}",
+    "12345678901234567890",
+    "0x10",
+    "1.0",
+    "-0",
+    "inf",
+    "nan",
+    "\r\n",
+    "\u{ff}\u{fe}",
     // longer than hash-max-listpack-value / zset-max-listpack-value (64) and embstr (44)
     "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv",
 ];
 const INTS: &[&str] = &["0", "1", "-1", "2", "3", "5", "10", "-10", "100", "1000000", "-7"];
 const ODD_INTS: &[&str] = &[
-    "9223372036854775807", "-9223372036854775808", "9223372036854775808", "abc", "1.5", "", " 1", "+1", "0x10",
-    "-0", "1e3",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "9223372036854775808",
+    "abc",
+    "1.5",
+    "",
+    " 1",
+    "+1",
+    "0x10",
+    "-0",
+    "1e3",
 ];
-const FLOATS: &[&str] = &["0", "1", "-1", "0.5", "1.5", "-2.25", "3.14159", "1e3", "1e-3", "2.5e+2", "10.0", "0.1", "7"];
-const ODD_FLOATS: &[&str] = &["inf", "-inf", "+inf", "nan", "abc", "", "1.7976931348623157e308", "5e-324", " 1", "1e400", "0x1p3"];
+const FLOATS: &[&str] =
+    &["0", "1", "-1", "0.5", "1.5", "-2.25", "3.14159", "1e3", "1e-3", "2.5e+2", "10.0", "0.1", "7"];
+const ODD_FLOATS: &[&str] =
+    &["inf", "-inf", "+inf", "nan", "abc", "", "1.7976931348623157e308", "5e-324", " 1", "1e400", "0x1p3"];
 const MEMBERS: &[&str] = &["a", "b", "c", "d", "1", "2", "3", "-5", "10", "x y", ""];
 const FIELDS: &[&str] = &["f1", "f2", "f3", "a", "1", ""];
 const COUNTS: &[&str] = &["0", "1", "2", "3", "5", "-1", "-2", "-5", "10", "100"];
@@ -1157,7 +1196,13 @@ impl Harness {
             }
         }
 
-        let exec = |argv: &Argv, steps: &mut Vec<Step>, main: &mut Pair, other: &mut Option<Pair>, in_multi: &mut bool, queued: &mut Vec<Argv>| -> Result<(), String> {
+        let exec = |argv: &Argv,
+                    steps: &mut Vec<Step>,
+                    main: &mut Pair,
+                    other: &mut Option<Pair>,
+                    in_multi: &mut bool,
+                    queued: &mut Vec<Argv>|
+         -> Result<(), String> {
             let (on_other, argv) = if argv[0] == "@other" { (true, argv[1..].to_vec()) } else { (false, argv.clone()) };
             let pair = if on_other {
                 if other.is_none() {
@@ -1285,20 +1330,43 @@ impl Harness {
     fn render(&self, m: &Mismatch) -> String {
         let mut s = String::new();
         let step = &m.steps[m.at];
-        let _ = writeln!(s, "differential mismatch [{} {}] at command {} of {}:", self.family.name, self.proto(), m.at + 1, m.steps.len());
+        let _ = writeln!(
+            s,
+            "differential mismatch [{} {}] at command {} of {}:",
+            self.family.name,
+            self.proto(),
+            m.at + 1,
+            m.steps.len()
+        );
         let _ = writeln!(s, "    {}", render_command(&step.argv));
         let _ = writeln!(s, "  redoubt:      {}", step.ours);
         let _ = writeln!(s, "  redis-server: {}", step.theirs);
         let _ = writeln!(s, "  ({})", m.why);
-        let _ = writeln!(s, "the sequence{} (-> redis-server's reply; <> marks a difference):", if self.resp3 { ", after HELLO 3" } else { "" });
+        let _ = writeln!(
+            s,
+            "the sequence{} (-> redis-server's reply; <> marks a difference):",
+            if self.resp3 { ", after HELLO 3" } else { "" }
+        );
         for (i, st) in m.steps.iter().enumerate() {
-            let mark = if i == m.at { ">>" } else if st.ours != st.theirs { "<>" } else { "  " };
+            let mark = if i == m.at {
+                ">>"
+            } else if st.ours != st.theirs {
+                "<>"
+            } else {
+                "  "
+            };
             let _ = writeln!(s, "{mark} {:3}  {:40} -> {}", i + 1, render_command(&st.argv), st.theirs);
             if i == m.at {
                 break;
             }
         }
-        let _ = writeln!(s, "(seed: DIFF_SEED={}; rerun: cargo nextest run -p redoubt-tests --test t20_differential {}::{})", self.seed, self.family.name, self.proto().to_lowercase());
+        let _ = writeln!(
+            s,
+            "(seed: DIFF_SEED={}; rerun: cargo nextest run -p redoubt-tests --test t20_differential {}::{})",
+            self.seed,
+            self.family.name,
+            self.proto().to_lowercase()
+        );
         s
     }
 }
@@ -1384,7 +1452,12 @@ fn differential(family: Family, resp3: bool) {
             let mut later = Vec::new();
             if let Err(m) = h.run(&seq, Some(&mut later)) {
                 failed += 1;
-                let name = m.steps[m.at].argv.iter().find(|a| !a.starts_with('(')).map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+                let name = m.steps[m.at]
+                    .argv
+                    .iter()
+                    .find(|a| !a.starts_with('('))
+                    .map(|a| a.to_ascii_uppercase())
+                    .unwrap_or_default();
                 let e = first.entry(name).or_insert((0, h.render(&m)));
                 e.0 += 1;
             }
@@ -1489,9 +1562,21 @@ fn generators_are_deterministic_on_redis_itself() {
             Family { name: "errors", gens: errors_gens, mutate: true, prelude: TYPED_KEYS },
             Family { name: "mixed", gens: mixed_gens, mutate: false, prelude: &[] },
         ] {
-            let h = Harness { known: None, gens: (family.gens)(), family, resp3, ours: a.addr, theirs: b.addr, seed: "self-check".into() };
+            let h = Harness {
+                known: None,
+                gens: (family.gens)(),
+                family,
+                resp3,
+                ours: a.addr,
+                theirs: b.addr,
+                seed: "self-check".into(),
+            };
             let strategy = prop::collection::vec((any::<u32>(), prop::collection::vec(any::<u32>(), 32)), 1..=24usize);
-            let mut runner = TestRunner::new(Config { cases: env_num("PROPTEST_CASES", 300), failure_persistence: None, ..Config::default() });
+            let mut runner = TestRunner::new(Config {
+                cases: env_num("PROPTEST_CASES", 300),
+                failure_persistence: None,
+                ..Config::default()
+            });
             let r = runner.run(&strategy, |seq| h.run(&seq, None).map_err(|m| TestCaseError::fail(h.render(&m))));
             if let Err(TestError::Fail(reason, _)) = r {
                 panic!("{reason}");

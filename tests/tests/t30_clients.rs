@@ -90,7 +90,11 @@ fn redis_cli_plain_commands() {
                 let mut args = mode.to_vec();
                 args.extend_from_slice(cmd);
                 let (ok, so, se) = cli(&t, &args, None);
-                out.push_str(&format!("$ redis-cli {}\n{so}{se}[{}]\n", args.join(" "), if ok { "ok" } else { "exit!=0" }));
+                out.push_str(&format!(
+                    "$ redis-cli {}\n{so}{se}[{}]\n",
+                    args.join(" "),
+                    if ok { "ok" } else { "exit!=0" }
+                ));
             }
         }
         // A few expectations that hold whatever the oracle says.
@@ -194,7 +198,10 @@ fn redis_cli_pipe() {
     // A protocol file as the mass-insertion docs describe: 20000 SETs, 1000 RPUSHes.
     let mut proto = Vec::new();
     for i in 0..20_000 {
-        redoubt_protocol::client_codec::encode_command(&["SET", &format!("key:{i:06}"), &format!("value-{i}")], &mut proto);
+        redoubt_protocol::client_codec::encode_command(
+            &["SET", &format!("key:{i:06}"), &format!("value-{i}")],
+            &mut proto,
+        );
     }
     for i in 0..1000 {
         redoubt_protocol::client_codec::encode_command(&["RPUSH", "list", &i.to_string()], &mut proto);
@@ -232,7 +239,11 @@ fn redis_benchmark_default_suite() {
             let (ok, so, se) = run_with_deadline(c, None, TOOL_DEADLINE);
             let all = format!("{so}{se}");
             let errors = error_lines(&all);
-            assert!(ok && errors.is_empty(), "{}: redis-benchmark {extra:?} reported errors: {errors:#?}\n{all}", t.name());
+            assert!(
+                ok && errors.is_empty(),
+                "{}: redis-benchmark {extra:?} reported errors: {errors:#?}\n{all}",
+                t.name()
+            );
             let results = all.split(['\r', '\n']).filter(|l| l.contains("requests per second")).count();
             let want = if extra.is_empty() { 15 } else { 9 };
             assert!(results >= want, "{}: only {results} results from redis-benchmark:\n{all}", t.name());

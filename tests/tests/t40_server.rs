@@ -128,7 +128,8 @@ fn is_redoubt(t: &Target) -> bool {
 
 /// Text of a bulk/simple/verbatim reply (panics otherwise).
 fn text(v: &Value) -> String {
-    String::from_utf8_lossy(v.as_bytes().unwrap_or_else(|| panic!("expected a string reply, got {}", v.render()))).into_owned()
+    String::from_utf8_lossy(v.as_bytes().unwrap_or_else(|| panic!("expected a string reply, got {}", v.render())))
+        .into_owned()
 }
 
 /// `INFO <section>` as a field map.
@@ -205,7 +206,9 @@ fn frame_len(b: &[u8]) -> Option<usize> {
     fn frame(b: &[u8], at: usize) -> Option<usize> {
         let kind = *b.get(at)?;
         let (head, next) = line(b, at + 1)?;
-        let n = || -> i64 { std::str::from_utf8(head).ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad length {head:?}")) };
+        let n = || -> i64 {
+            std::str::from_utf8(head).ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad length {head:?}"))
+        };
         match kind {
             b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Some(next),
             b'$' | b'!' | b'=' => {
@@ -283,7 +286,15 @@ fn requirepass(t: &Target) {
     let mut c = t.conn();
     let mut errs = Vec::new();
     let e = |b: &[u8]| Value::Error(String::from_utf8_lossy(&b[1..b.len() - 2]).into_owned());
-    for cmd in [&["GET", "k"][..], &["SET", "k", "v"], &["PING"], &["SELECT", "1"], &["CLIENT", "ID"], &["MULTI"], &["ECHO", "x"]] {
+    for cmd in [
+        &["GET", "k"][..],
+        &["SET", "k", "v"],
+        &["PING"],
+        &["SELECT", "1"],
+        &["CLIENT", "ID"],
+        &["MULTI"],
+        &["ECHO", "x"],
+    ] {
         soft_eq!(errs, c.cmd(cmd), e(NOAUTH), "{cmd:?} before AUTH");
     }
     soft_eq!(errs, c.cmd(&["HELLO", "3"]), e(HELLO_NOAUTH), "HELLO 3 before AUTH");
@@ -367,7 +378,11 @@ fn admitted(t: &Target) -> common::Raw {
         if got == b"+PONG\r\n" {
             return c;
         }
-        assert!(got.is_empty() || got == MAXCLIENTS_ERR, "unexpected reply to PING: {:?}", String::from_utf8_lossy(&got));
+        assert!(
+            got.is_empty() || got == MAXCLIENTS_ERR,
+            "unexpected reply to PING: {:?}",
+            String::from_utf8_lossy(&got)
+        );
         assert!(Instant::now() < deadline, "no connection admitted within 5 s");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -386,7 +401,8 @@ fn maxclients(t: &Target) {
     let mut c5 = admitted(t);
     c5.send(b"INFO stats\r\n");
     let stats = String::from_utf8_lossy(&c5.read_for(Duration::from_millis(300))).into_owned();
-    let rejected: u64 = parse_info(&stats).get("rejected_connections").and_then(|v| v.parse().ok()).expect("rejected_connections");
+    let rejected: u64 =
+        parse_info(&stats).get("rejected_connections").and_then(|v| v.parse().ok()).expect("rejected_connections");
     assert!(rejected >= 1, "rejected_connections = {rejected}");
 }
 scenario!(maxclients, ["--maxclients", "2"]);
@@ -540,7 +556,8 @@ const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 
 fn fill(c: &mut Conn, prefix: &str, from: usize, n: usize, size: usize) -> Vec<Value> {
     let value = "v".repeat(size);
-    let cmds: Vec<Vec<String>> = (from..from + n).map(|i| vec!["SET".into(), format!("{prefix}:{i}"), value.clone()]).collect();
+    let cmds: Vec<Vec<String>> =
+        (from..from + n).map(|i| vec!["SET".into(), format!("{prefix}:{i}"), value.clone()]).collect();
     c.pipeline(&cmds).expect("pipeline")
 }
 
@@ -576,7 +593,13 @@ fn maxmemory_noeviction(t: &Target) {
     // Right at the limit a small write may slip in when a reply buffer is freed; well
     // above it (the limit lowered under the data) every write that may grow memory fails.
     assert_eq!(c.cmd(&["CONFIG", "SET", "maxmemory", "1mb"]), ok());
-    for cmd in [vec!["SET", "another", "v"], vec!["RPUSH", "l", "a"], vec!["APPEND", "key:0", "x"], vec!["INCR", "n"], vec!["SETNX", "n", "1"]] {
+    for cmd in [
+        vec!["SET", "another", "v"],
+        vec!["RPUSH", "l", "a"],
+        vec!["APPEND", "key:0", "x"],
+        vec!["INCR", "n"],
+        vec!["SETNX", "n", "1"],
+    ] {
         assert_eq!(c.cmd(&cmd), Value::Error(OOM.into()), "{cmd:?}");
     }
     // Reads still work, and so do commands that do not grow memory.
@@ -977,7 +1000,10 @@ fn keyspace_notifications(t: &Target) {
     let mut c = t.conn();
     assert_eq!(c.cmd(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]), ok());
     let mut sub = t.conn();
-    assert_eq!(sub.cmd(&["PSUBSCRIBE", "__key*@0__:*"]), Value::Array(vec![bulk("psubscribe"), bulk("__key*@0__:*"), Value::Int(1)]));
+    assert_eq!(
+        sub.cmd(&["PSUBSCRIBE", "__key*@0__:*"]),
+        Value::Array(vec![bulk("psubscribe"), bulk("__key*@0__:*"), Value::Int(1)])
+    );
 
     c.cmd(&["SET", "k", "v"]);
     c.cmd(&["EXPIRE", "k", "100"]);
@@ -1171,7 +1197,10 @@ fn client_kill(t: &Target) {
     let mut victim = t.conn();
     let id = victim.cmd(&["CLIENT", "ID"]).as_int().unwrap().to_string();
     assert_eq!(admin.cmd(&["CLIENT", "KILL", "ID", &id]), Value::Int(1));
-    assert!(matches!(victim.try_cmd(&["PING"]), Err(ConnError::Closed) | Err(ConnError::Other(_))), "killed client still answered");
+    assert!(
+        matches!(victim.try_cmd(&["PING"]), Err(ConnError::Closed) | Err(ConnError::Other(_))),
+        "killed client still answered"
+    );
     assert_eq!(admin.cmd(&["CLIENT", "KILL", "ID", &id]), Value::Int(0));
     assert_eq!(admin.cmd(&["CLIENT", "KILL", "ID", "999999"]), Value::Int(0));
     // The old form: by address.
@@ -1185,7 +1214,10 @@ fn client_kill(t: &Target) {
     let own_id = admin.cmd(&["CLIENT", "ID"]).as_int().unwrap().to_string();
     assert_eq!(admin.cmd(&["CLIENT", "KILL", "ID", &own_id]), Value::Int(0), "SKIPME yes is the default");
     assert_eq!(admin.cmd(&["PING"]), Value::Simple(b"PONG".to_vec()));
-    assert_eq!(admin.cmd(&["CLIENT", "KILL", "ID", "abc"]), Value::Error("ERR client-id should be greater than 0".into()));
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ID", "abc"]),
+        Value::Error("ERR client-id should be greater than 0".into())
+    );
     // Killing a blocked client.
     let mut blocked = t.conn();
     let bid = blocked.cmd(&["CLIENT", "ID"]).as_int().unwrap().to_string();
@@ -1268,7 +1300,8 @@ scenario!(client_pause_write);
 
 fn client_reply_off_on(t: &Target) {
     let mut c = t.raw();
-    c.send(b"CLIENT REPLY OFF\r\nSET a 1\r\nGET a\r\nNOSUCHCMD\r\nCLIENT REPLY ON\r\nGET a\r\n").expect(b"+OK\r\n$1\r\n1\r\n");
+    c.send(b"CLIENT REPLY OFF\r\nSET a 1\r\nGET a\r\nNOSUCHCMD\r\nCLIENT REPLY ON\r\nGET a\r\n")
+        .expect(b"+OK\r\n$1\r\n1\r\n");
     c.send(b"CLIENT REPLY MAYBE\r\n").expect(b"-ERR syntax error\r\n");
     // OFF, then ON: only ON's +OK and what follows.
     c.send(b"CLIENT REPLY OFF\r\nINCR n\r\nINCR n\r\nCLIENT REPLY ON\r\nGET n\r\n").expect(b"+OK\r\n$1\r\n2\r\n");
@@ -1292,7 +1325,8 @@ fn scan_guarantee(t: &Target) {
     let mut c = t.conn();
     let n = 10_000;
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let cmds: Vec<Vec<String>> = chunk.iter().map(|i| vec!["SET".into(), format!("stable:{i}"), "v".into()]).collect();
+        let cmds: Vec<Vec<String>> =
+            chunk.iter().map(|i| vec!["SET".into(), format!("stable:{i}"), "v".into()]).collect();
         c.pipeline(&cmds).unwrap();
     }
     assert_eq!(c.cmd(&["DBSIZE"]), Value::Int(n as i64));
@@ -1308,7 +1342,8 @@ fn scan_guarantee(t: &Target) {
             let mut m = Conn::connect(addr);
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let mut cmds: Vec<Vec<String>> = (i..i + 50).map(|j| vec!["SET".into(), format!("churn:{j}"), "v".into()]).collect();
+                let mut cmds: Vec<Vec<String>> =
+                    (i..i + 50).map(|j| vec!["SET".into(), format!("churn:{j}"), "v".into()]).collect();
                 if i >= 5000 {
                     cmds.extend((i - 5000..i - 4975).map(|j| vec!["DEL".into(), format!("churn:{j}")]));
                 }
@@ -1344,11 +1379,26 @@ fn scan_guarantee(t: &Target) {
     mutator.join().unwrap();
     assert!(ops.load(Ordering::Relaxed) > 0);
     let missing: Vec<String> = (0..n).map(|i| format!("stable:{i}")).filter(|k| !seen.contains_key(k)).collect();
-    assert!(missing.is_empty(), "{} keys present during the whole SCAN were never returned, e.g. {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "{} keys present during the whole SCAN were never returned, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     let dups: Vec<(&String, &u32)> = seen.iter().filter(|(_, &n)| n > 1).collect();
-    eprintln!("{}: SCAN took {calls} calls, {} churn ops, {} stable keys returned more than once", t.name(), ops.load(Ordering::Relaxed), dups.len());
+    eprintln!(
+        "{}: SCAN took {calls} calls, {} churn ops, {} stable keys returned more than once",
+        t.name(),
+        ops.load(Ordering::Relaxed),
+        dups.len()
+    );
     if is_redoubt(t) {
-        assert!(dups.is_empty(), "redoubt returned {} keys more than once, e.g. {:?}", dups.len(), &dups[..dups.len().min(5)]);
+        assert!(
+            dups.is_empty(),
+            "redoubt returned {} keys more than once, e.g. {:?}",
+            dups.len(),
+            &dups[..dups.len().min(5)]
+        );
     }
 }
 scenario!(scan_guarantee);
@@ -1569,7 +1619,9 @@ fn command_docs_match_redis_byte_for_byte() {
             r.cmd(&["HELLO", "3"]);
             o.cmd(&["HELLO", "3"]);
         }
-        for name in ["get", "set", "blpop", "zadd", "client", "client|kill", "scan", "command", "hello", "config", "expire"] {
+        for name in
+            ["get", "set", "blpop", "zadd", "client", "client|kill", "scan", "command", "hello", "config", "expire"]
+        {
             let a = subcommands_sorted(&r.cmd(&["COMMAND", "DOCS", name]));
             let b = subcommands_sorted(&o.cmd(&["COMMAND", "DOCS", name]));
             if a != b {
@@ -1603,7 +1655,8 @@ fn command_docs_match_redis_byte_for_byte() {
 /// after the timestamp.
 fn monitor_line(line: &[u8]) -> String {
     let s = String::from_utf8_lossy(line).into_owned();
-    let body = s.strip_prefix('+').and_then(|b| b.strip_suffix("\r\n")).unwrap_or_else(|| panic!("not a status line: {s:?}"));
+    let body =
+        s.strip_prefix('+').and_then(|b| b.strip_suffix("\r\n")).unwrap_or_else(|| panic!("not a status line: {s:?}"));
     let (ts, rest) = body.split_once(' ').unwrap_or_else(|| panic!("no timestamp: {s:?}"));
     let (secs, usecs) = ts.split_once('.').unwrap_or_else(|| panic!("bad timestamp {ts:?}"));
     assert!(secs.len() >= 10 && secs.bytes().all(|c| c.is_ascii_digit()), "bad seconds {ts:?}");

@@ -26,15 +26,57 @@ pub const COMMANDS: &[Spec] = &[
         Spec::new("client|setname", 3, NOSCRIPT | LOADING | STALE, (0, 0, 0), "connection", super::container_only),
         Spec::new("client|getname", 2, NOSCRIPT | LOADING | STALE, (0, 0, 0), "connection", super::container_only),
         Spec::new("client|setinfo", 4, NOSCRIPT | LOADING | STALE, (0, 0, 0), "connection", super::container_only),
-        Spec::new("client|list", -2, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "connection", super::container_only),
+        Spec::new(
+            "client|list",
+            -2,
+            ADMIN | NOSCRIPT | LOADING | STALE,
+            (0, 0, 0),
+            "connection",
+            super::container_only,
+        ),
         Spec::new("client|info", 2, NOSCRIPT | LOADING | STALE, (0, 0, 0), "connection", super::container_only),
-        Spec::new("client|kill", -3, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "connection", super::container_only),
-        Spec::new("client|pause", -3, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "connection", super::container_only),
-        Spec::new("client|unpause", 2, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "connection", super::container_only),
+        Spec::new(
+            "client|kill",
+            -3,
+            ADMIN | NOSCRIPT | LOADING | STALE,
+            (0, 0, 0),
+            "connection",
+            super::container_only,
+        ),
+        Spec::new(
+            "client|pause",
+            -3,
+            ADMIN | NOSCRIPT | LOADING | STALE,
+            (0, 0, 0),
+            "connection",
+            super::container_only,
+        ),
+        Spec::new(
+            "client|unpause",
+            2,
+            ADMIN | NOSCRIPT | LOADING | STALE,
+            (0, 0, 0),
+            "connection",
+            super::container_only,
+        ),
         Spec::new("client|reply", 3, NOSCRIPT | LOADING | STALE, (0, 0, 0), "connection", super::container_only),
-        Spec::new("client|no-evict", 3, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "connection", super::container_only),
+        Spec::new(
+            "client|no-evict",
+            3,
+            ADMIN | NOSCRIPT | LOADING | STALE,
+            (0, 0, 0),
+            "connection",
+            super::container_only,
+        ),
         Spec::new("client|no-touch", 3, NOSCRIPT | LOADING | STALE, (0, 0, 0), "connection", super::container_only),
-        Spec::new("client|unblock", -3, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "connection", super::container_only),
+        Spec::new(
+            "client|unblock",
+            -3,
+            ADMIN | NOSCRIPT | LOADING | STALE,
+            (0, 0, 0),
+            "connection",
+            super::container_only,
+        ),
         Spec::new("client|getredir", 2, NOSCRIPT | LOADING | STALE, (0, 0, 0), "connection", super::container_only),
         Spec::new("client|help", 2, LOADING | STALE, (0, 0, 0), "connection", super::container_only),
     ]),
@@ -136,7 +178,8 @@ fn hello(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     let mut proto = None;
     let mut i = 1;
     if argv.len() > 1 {
-        let v = args::int(&argv[1]).map_err(|_| CmdError::Static("ERR Protocol version is not an integer or out of range"))?;
+        let v = args::int(&argv[1])
+            .map_err(|_| CmdError::Static("ERR Protocol version is not an integer or out of range"))?;
         if !(2..=3).contains(&v) {
             return Err(CmdError::Static("NOPROTO unsupported protocol version"));
         }
@@ -404,7 +447,8 @@ fn client(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         ("list", _) => client_list(ctx, argv, now)?,
         ("kill", _) if n >= 3 => client_kill(ctx, argv)?,
         ("pause", 3 | 4) => {
-            let ms = args::int(&argv[2]).map_err(|_| CmdError::Static("ERR timeout is not an integer or out of range"))?;
+            let ms =
+                args::int(&argv[2]).map_err(|_| CmdError::Static("ERR timeout is not an integer or out of range"))?;
             if ms < 0 {
                 return Err(err::TIMEOUT_NEG);
             }
@@ -539,7 +583,10 @@ fn client_kill(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         let v = args::s(&pair[1]);
         match k.as_str() {
             "id" => {
-                args::int(&pair[1]).ok().filter(|&n| n > 0).ok_or(CmdError::Static("ERR client-id should be greater than 0"))?;
+                args::int(&pair[1])
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or(CmdError::Static("ERR client-id should be greater than 0"))?;
             }
             "type" => {
                 parse_type(&pair[1])?;

@@ -14,7 +14,7 @@ use rand::Rng;
 
 use super::args::{self, is};
 use super::flags::*;
-use super::{scan, err, CmdError, CmdResult, Ctx, Spec};
+use super::{err, scan, CmdError, CmdResult, Ctx, Spec};
 use crate::keyspace::{notify, Hash, Keyspace, Value};
 
 pub const COMMANDS: &[Spec] = &[
@@ -265,7 +265,8 @@ fn hincrbyfloat(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         Some(Ok(None)) => return Err(CmdError::Static("ERR increment would produce NaN or Infinity")),
         Some(Ok(Some(v))) => v,
     };
-    let sum = redoubt_protocol::longdouble::add(old, incr).ok_or(CmdError::Static("ERR increment would produce NaN or Infinity"))?;
+    let sum = redoubt_protocol::longdouble::add(old, incr)
+        .ok_or(CmdError::Static("ERR increment would produce NaN or Infinity"))?;
     let text = redoubt_protocol::longdouble::fmt_human(sum);
     h.set_limited(field, &text, max_n, max_len);
     after_set(ctx, key, created, "hincrbyfloat");
@@ -397,9 +398,7 @@ fn hscan(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         Hash::Small(v) => (v.iter().map(|(f, v)| (&f[..], &v[..])).collect(), 0),
         Hash::Big(m) => scan::scan_page(m.iter().map(|(f, v)| (&f[..], (&f[..], &v[..]))), cursor, opts.count),
     };
-    let items: Vec<&[u8]> =
-        page.into_iter().filter(|(f, _)| opts.matches(f)).flat_map(|(f, v)| [f, v]).collect();
+    let items: Vec<&[u8]> = page.into_iter().filter(|(f, _)| opts.matches(f)).flat_map(|(f, v)| [f, v]).collect();
     scan::reply_scan(ctx.out, next, &items);
     Ok(())
 }
-

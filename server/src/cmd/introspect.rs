@@ -11,12 +11,18 @@ use crate::shared::SlowEntry;
 
 pub const COMMANDS: &[Spec] = &[
     Spec::new("command", -1, LOADING | STALE, (0, 0, 0), "server", command).acl(&["@connection"]).with_subcommands(&[
-        Spec::new("command|count", 2, LOADING | STALE, (0, 0, 0), "server", super::container_only).acl(&["@connection"]),
-        Spec::new("command|info", -2, LOADING | STALE, (0, 0, 0), "server", super::container_only).acl(&["@connection"]),
-        Spec::new("command|docs", -2, LOADING | STALE, (0, 0, 0), "server", super::container_only).acl(&["@connection"]),
-        Spec::new("command|list", -2, LOADING | STALE, (0, 0, 0), "server", super::container_only).acl(&["@connection"]),
-        Spec::new("command|getkeys", -4, LOADING | STALE, (0, 0, 0), "server", super::container_only).acl(&["@connection"]),
-        Spec::new("command|getkeysandflags", -4, LOADING | STALE, (0, 0, 0), "server", super::container_only).acl(&["@connection"]),
+        Spec::new("command|count", 2, LOADING | STALE, (0, 0, 0), "server", super::container_only)
+            .acl(&["@connection"]),
+        Spec::new("command|info", -2, LOADING | STALE, (0, 0, 0), "server", super::container_only)
+            .acl(&["@connection"]),
+        Spec::new("command|docs", -2, LOADING | STALE, (0, 0, 0), "server", super::container_only)
+            .acl(&["@connection"]),
+        Spec::new("command|list", -2, LOADING | STALE, (0, 0, 0), "server", super::container_only)
+            .acl(&["@connection"]),
+        Spec::new("command|getkeys", -4, LOADING | STALE, (0, 0, 0), "server", super::container_only)
+            .acl(&["@connection"]),
+        Spec::new("command|getkeysandflags", -4, LOADING | STALE, (0, 0, 0), "server", super::container_only)
+            .acl(&["@connection"]),
         Spec::new("command|help", 2, LOADING | STALE, (0, 0, 0), "server", super::container_only).acl(&["@connection"]),
     ]),
     Spec::new("slowlog", -2, 0, (0, 0, 0), "server", slowlog).with_subcommands(&[
@@ -52,8 +58,20 @@ pub fn acl_categories(s: &Spec) -> Vec<String> {
         "transactions" => "transaction",
         g => g,
     };
-    if ["string", "list", "hash", "set", "sortedset", "bitmap", "keyspace", "connection", "pubsub", "transaction", "scripting"]
-        .contains(&group)
+    if [
+        "string",
+        "list",
+        "hash",
+        "set",
+        "sortedset",
+        "bitmap",
+        "keyspace",
+        "connection",
+        "pubsub",
+        "transaction",
+        "scripting",
+    ]
+    .contains(&group)
     {
         c.push(format!("@{group}"));
     }
@@ -83,8 +101,7 @@ fn write_info(ctx: &mut Ctx, s: &Spec) {
     ctx.out.array(10);
     ctx.out.bulk(s.name.as_bytes());
     ctx.out.int(s.arity as i64);
-    let fl: Vec<&str> =
-        flags::NAMES.iter().filter(|(b, _)| !container && s.flags & b != 0).map(|(_, n)| *n).collect();
+    let fl: Vec<&str> = flags::NAMES.iter().filter(|(b, _)| !container && s.flags & b != 0).map(|(_, n)| *n).collect();
     ctx.out.set(fl.len());
     for f in fl {
         ctx.out.simple(f);
@@ -177,7 +194,8 @@ fn command(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
             }
         }
     } else if is(sub, "docs") {
-        let names: Vec<&'static Spec> = if n == 2 { sorted_specs() } else { argv[2..].iter().filter_map(|a| find_spec(a)).collect() };
+        let names: Vec<&'static Spec> =
+            if n == 2 { sorted_specs() } else { argv[2..].iter().filter_map(|a| find_spec(a)).collect() };
         let docs: Vec<_> = names.iter().filter_map(|s| super::docs::docs_for(s.name).map(|d| (s, d))).collect();
         ctx.out.map(docs.len());
         for (s, d) in docs {
@@ -249,9 +267,8 @@ pub fn key_positions(spec: &Spec, argv: &[Bytes]) -> Vec<usize> {
             v.extend(numkeys_at(2));
             v
         }
-        "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" | "lmpop" | "zmpop" | "eval" | "evalsha" | "fcall" => {
-            numkeys_at(1)
-        }
+        "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" | "lmpop" | "zmpop" | "eval" | "evalsha"
+        | "fcall" => numkeys_at(1),
         "blmpop" | "bzmpop" => numkeys_at(2),
         _ => spec.key_positions(argv.len()),
     }
@@ -283,7 +300,8 @@ pub fn slowlog_push(ctx: &mut Ctx, argv: &[Bytes], usec: u64) {
         None => (String::new(), String::new()),
     };
     // Like Redis: at most 32 arguments, each at most 128 bytes.
-    let mut args: Vec<Bytes> = argv.iter().take(32).map(|a| a.slice(..a.len().min(128))).map(|a| Bytes::copy_from_slice(&a)).collect();
+    let mut args: Vec<Bytes> =
+        argv.iter().take(32).map(|a| a.slice(..a.len().min(128))).map(|a| Bytes::copy_from_slice(&a)).collect();
     if argv.len() > 32 {
         args[31] = Bytes::from(format!("... ({} more arguments)", argv.len() - 31));
     }
@@ -308,7 +326,8 @@ fn slowlog(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         let count = match argv.get(2) {
             None => 10,
             Some(a) => {
-                let c = args::int(a).map_err(|_| CmdError::Static("ERR count should be greater than or equal to -1"))?;
+                let c =
+                    args::int(a).map_err(|_| CmdError::Static("ERR count should be greater than or equal to -1"))?;
                 if c < -1 {
                     return Err(CmdError::Static("ERR count should be greater than or equal to -1"));
                 }

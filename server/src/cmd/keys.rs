@@ -112,10 +112,8 @@ fn expire_generic(ctx: &mut Ctx, argv: &[Bytes], unit_ms: i64, absolute: bool) -
         return Ok(());
     };
     // A key without TTL counts as an infinite TTL for GT/LT.
-    let refused = (nx && cur != 0)
-        || (xx && cur == 0)
-        || (gt && (cur == 0 || when <= cur))
-        || (lt && cur != 0 && when >= cur);
+    let refused =
+        (nx && cur != 0) || (xx && cur == 0) || (gt && (cur == 0 || when <= cur)) || (lt && cur != 0 && when >= cur);
     if refused {
         ctx.out.int(0);
         return Ok(());
@@ -518,7 +516,10 @@ fn memory(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
             None => ctx.out.null(),
         }
     } else if is(sub, "doctor") && argv.len() == 2 {
-        ctx.out.verbatim("txt", b"Hi Sam, I can't find any memory issue in your instance. I can only account for what occurs on this base.");
+        ctx.out.verbatim(
+            "txt",
+            b"Hi Sam, I can't find any memory issue in your instance. I can only account for what occurs on this base.",
+        );
     } else if is(sub, "malloc-stats") && argv.len() == 2 {
         ctx.out.verbatim("txt", b"Stats not supported for the current allocator");
     } else if is(sub, "purge") && argv.len() == 2 {
@@ -578,7 +579,10 @@ fn restore(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         } else if (is(&argv[i], "idletime") || is(&argv[i], "freq")) && i + 1 < argv.len() {
             let v = args::int(&argv[i + 1])?;
             if v < 0 {
-                return Err(CmdError::Owned(format!("ERR Invalid {} value, must be >= 0", args::s(&argv[i]).to_ascii_uppercase())));
+                return Err(CmdError::Owned(format!(
+                    "ERR Invalid {} value, must be >= 0",
+                    args::s(&argv[i]).to_ascii_uppercase()
+                )));
             }
             i += 1;
         } else {
@@ -604,8 +608,8 @@ fn restore(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     {
         return Err(bad);
     }
-    let value = crate::keyspace::serial::read_value(&body[..body.len() - 2])
-        .ok_or(CmdError::Static("ERR Bad data format"))?;
+    let value =
+        crate::keyspace::serial::read_value(&body[..body.len() - 2]).ok_or(CmdError::Static("ERR Bad data format"))?;
     let at = match (ttl, absttl) {
         (0, _) => 0,
         (t, true) => t,

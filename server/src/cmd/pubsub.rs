@@ -84,7 +84,8 @@ fn remove_channel(srv: &Shared, conn: &mut Conn, ch: &[u8]) -> bool {
 
 fn unsubscribe(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     let srv = ctx.srv;
-    let chans: Vec<Bytes> = if argv.len() > 1 { argv[1..].to_vec() } else { ctx.conn()?.subs.iter().cloned().collect() };
+    let chans: Vec<Bytes> =
+        if argv.len() > 1 { argv[1..].to_vec() } else { ctx.conn()?.subs.iter().cloned().collect() };
     if chans.is_empty() {
         let n = count(ctx.conn()?);
         confirm(ctx, b"unsubscribe", None, n);
@@ -129,7 +130,8 @@ fn remove_pattern(srv: &Shared, conn: &mut Conn, p: &[u8]) -> bool {
 
 fn punsubscribe(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     let srv = ctx.srv;
-    let pats: Vec<Bytes> = if argv.len() > 1 { argv[1..].to_vec() } else { ctx.conn()?.psubs.iter().cloned().collect() };
+    let pats: Vec<Bytes> =
+        if argv.len() > 1 { argv[1..].to_vec() } else { ctx.conn()?.psubs.iter().cloned().collect() };
     if pats.is_empty() {
         let n = count(ctx.conn()?);
         confirm(ctx, b"punsubscribe", None, n);

@@ -21,7 +21,14 @@ pub const COMMANDS: &[Spec] = &[
     Spec::new("config", -2, 0, (0, 0, 0), "server", config_cmd).with_subcommands(&[
         Spec::new("config|get", -3, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "server", super::container_only),
         Spec::new("config|set", -4, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "server", super::container_only),
-        Spec::new("config|resetstat", 2, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "server", super::container_only),
+        Spec::new(
+            "config|resetstat",
+            2,
+            ADMIN | NOSCRIPT | LOADING | STALE,
+            (0, 0, 0),
+            "server",
+            super::container_only,
+        ),
         Spec::new("config|rewrite", 2, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "server", super::container_only),
         Spec::new("config|help", 2, LOADING | STALE, (0, 0, 0), "server", super::container_only),
     ]),
@@ -37,18 +44,46 @@ pub const COMMANDS: &[Spec] = &[
     ]),
     Spec::new("wait", 3, NOSCRIPT, (0, 0, 0), "connection", wait),
     Spec::new("role", 1, NOSCRIPT | LOADING | STALE | FAST, (0, 0, 0), "admin", role).acl(&["@admin", "@dangerous"]),
-    Spec::new("shutdown", -1, ADMIN | NOSCRIPT | LOADING | STALE | NO_MULTI | ALLOW_BUSY, (0, 0, 0), "server", shutdown),
+    Spec::new(
+        "shutdown",
+        -1,
+        ADMIN | NOSCRIPT | LOADING | STALE | NO_MULTI | ALLOW_BUSY,
+        (0, 0, 0),
+        "server",
+        shutdown,
+    ),
     Spec::new("debug", -2, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "server", debug),
-    Spec::new("function", -2, 0, (0, 0, 0), "scripting", function).with_subcommands(&[
-        Spec::new("function|flush", -2, WRITE | NOSCRIPT, (0, 0, 0), "scripting", super::container_only),
-    ]),
-    Spec::new("script", -2, 0, (0, 0, 0), "scripting", script).with_subcommands(&[
-        Spec::new("script|flush", -2, NOSCRIPT, (0, 0, 0), "scripting", super::container_only),
-    ]),
+    Spec::new("function", -2, 0, (0, 0, 0), "scripting", function).with_subcommands(&[Spec::new(
+        "function|flush",
+        -2,
+        WRITE | NOSCRIPT,
+        (0, 0, 0),
+        "scripting",
+        super::container_only,
+    )]),
+    Spec::new("script", -2, 0, (0, 0, 0), "scripting", script).with_subcommands(&[Spec::new(
+        "script|flush",
+        -2,
+        NOSCRIPT,
+        (0, 0, 0),
+        "scripting",
+        super::container_only,
+    )]),
 ];
 
-const DEFAULT_SECTIONS: &[&str] =
-    &["server", "clients", "memory", "persistence", "stats", "replication", "cpu", "modules", "errorstats", "cluster", "keyspace"];
+const DEFAULT_SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "modules",
+    "errorstats",
+    "cluster",
+    "keyspace",
+];
 const ALL_SECTIONS: &[&str] = &[
     "server",
     "clients",
@@ -146,7 +181,10 @@ fn info_section(ctx: &mut Ctx, sec: &str, t: &mut String) {
             kv("used_memory_rss_human", memory::human(rss));
             kv("used_memory_peak", peak.to_string());
             kv("used_memory_peak_human", memory::human(peak));
-            kv("used_memory_peak_perc", format!("{:.2}%", if peak > 0 { used as f64 * 100.0 / peak as f64 } else { 100.0 }));
+            kv(
+                "used_memory_peak_perc",
+                format!("{:.2}%", if peak > 0 { used as f64 * 100.0 / peak as f64 } else { 100.0 }),
+            );
             kv("used_memory_overhead", used.saturating_sub(dataset).to_string());
             kv("used_memory_startup", "0".into());
             kv("used_memory_dataset", dataset.to_string());
@@ -344,14 +382,19 @@ fn config_set(ctx: &mut Ctx, pairs: &[Bytes]) -> CmdResult {
             CmdError::Owned(format!("ERR Unknown option or number of arguments for CONFIG SET - '{name}'"))
         })?;
         if !d.mutable {
-            return Err(CmdError::Owned(format!("ERR CONFIG SET failed (possibly related to argument '{name}') - can't set immutable config")));
+            return Err(CmdError::Owned(format!(
+                "ERR CONFIG SET failed (possibly related to argument '{name}') - can't set immutable config"
+            )));
         }
         if seen.contains(&d.name) {
-            return Err(CmdError::Owned(format!("ERR CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter")));
+            return Err(CmdError::Owned(format!(
+                "ERR CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter"
+            )));
         }
         seen.push(d.name);
-        (d.set)(&mut next, &args::s(&kv[1]))
-            .map_err(|e| CmdError::Owned(format!("ERR CONFIG SET failed (possibly related to argument '{name}') - {e}")))?;
+        (d.set)(&mut next, &args::s(&kv[1])).map_err(|e| {
+            CmdError::Owned(format!("ERR CONFIG SET failed (possibly related to argument '{name}') - {e}"))
+        })?;
     }
     let srv = ctx.srv;
     *srv.config.write() = next.clone();

@@ -5,7 +5,6 @@
 //! whose sorted iteration order we therefore reproduce), else a hash set. Redis deletes a
 //! set as soon as it becomes empty, so removals check for that and emit `del`.
 
-
 use bytes::Bytes;
 use rand::seq::IteratorRandom;
 use rand::Rng;
@@ -13,8 +12,8 @@ use redoubt_protocol::ReplyBuf;
 
 use super::args::{self, is};
 use super::flags::*;
-use super::scan;
 use super::lists::{at_least_one, non_negative, POSITIVE_MSG};
+use super::scan;
 use super::{err, CmdError, CmdResult, Ctx, Spec};
 use crate::keyspace::{notify, Blob, Keyspace, Set, Value};
 

@@ -519,9 +519,7 @@ fn lcs(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         i += 1;
     }
     if want_len && want_idx {
-        return Err(CmdError::Static(
-            "ERR If you want both the length and indexes, please just use IDX.",
-        ));
+        return Err(CmdError::Static("ERR If you want both the length and indexes, please just use IDX."));
     }
     let cells = (a.len() as u64 + 1) * (b.len() as u64 + 1) * 4;
     if cells > ctx.srv.config.read().proto_max_bulk_len {

@@ -133,7 +133,12 @@ fn store(ctx: &mut Ctx, dst: &[u8], items: Vec<(Blob, f64)>, event: &'static str
 
 /// Writes members with optional scores. With scores, pairs are flat `[m, s, m, s]` unless
 /// `nested`, which gives `[[m, s], [m, s]]` (what RESP3 clients get for most commands).
-fn reply_scored<'a>(out: &mut ReplyBuf, items: impl ExactSizeIterator<Item = (&'a [u8], f64)>, withscores: bool, nested: bool) {
+fn reply_scored<'a>(
+    out: &mut ReplyBuf,
+    items: impl ExactSizeIterator<Item = (&'a [u8], f64)>,
+    withscores: bool,
+    nested: bool,
+) {
     let n = items.len();
     out.array(if withscores && !nested { n * 2 } else { n });
     for (m, s) in items {
@@ -274,7 +279,6 @@ fn long_in(a: &[u8], min: i64, msg: &'static str) -> Result<i64, CmdError> {
         _ => Err(CmdError::Static(msg)),
     }
 }
-
 
 /// A score interval, as Redis's `zslParseRange` reads `min max`: `(` makes a bound
 /// exclusive; each bound goes through plain strtod (so "" is 0, " 1" is 1, and overflow
@@ -942,7 +946,13 @@ struct PopReply {
 
 /// Pops up to `count` members (None: ZPOPMIN's single-pop form) from the first existing
 /// key of `keys`, replying in the `shape` asked for. Returns the key popped from, if any.
-fn zpop(ctx: &mut Ctx, keys: &[Bytes], max: bool, count: Option<i64>, shape: PopReply) -> Result<Option<Bytes>, CmdError> {
+fn zpop(
+    ctx: &mut Ctx,
+    keys: &[Bytes],
+    max: bool,
+    count: Option<i64>,
+    shape: PopReply,
+) -> Result<Option<Bytes>, CmdError> {
     let mut found = None;
     for k in keys {
         if write_zset(ctx.ks, ctx.db, k)?.is_some() {
@@ -1042,7 +1052,14 @@ fn bzpop_command(ctx: &mut Ctx, argv: &[Bytes], max: bool) -> CmdResult {
 
 /// Redis's `blockingGenericZpopCommand`: pops from the first key with members, or blocks
 /// on all of them.
-fn blocking_pop(ctx: &mut Ctx, keys: &[Bytes], max: bool, count: Option<i64>, shape: PopReply, deadline: i64) -> CmdResult {
+fn blocking_pop(
+    ctx: &mut Ctx,
+    keys: &[Bytes],
+    max: bool,
+    count: Option<i64>,
+    shape: PopReply,
+    deadline: i64,
+) -> CmdResult {
     let serving = ctx.block_mode == BlockMode::Serving;
     for k in keys {
         match write_zset(ctx.ks, ctx.db, k) {
@@ -1440,12 +1457,8 @@ fn zscan(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     };
     let fmt = if z.big { redoubt_protocol::num::g17 } else { listpack_score };
     let scores: Vec<Vec<u8>> = page.iter().map(|(_, s)| fmt(*s)).collect();
-    let items: Vec<&[u8]> = page
-        .iter()
-        .zip(&scores)
-        .filter(|((m, _), _)| opts.matches(m))
-        .flat_map(|((m, _), s)| [*m, &s[..]])
-        .collect();
+    let items: Vec<&[u8]> =
+        page.iter().zip(&scores).filter(|((m, _), _)| opts.matches(m)).flat_map(|((m, _), s)| [*m, &s[..]]).collect();
     scan::reply_scan(ctx.out, next, &items);
     Ok(())
 }
@@ -1504,9 +1517,19 @@ mod tests {
     fn score_ranges() {
         let z = zset(&[(1.0, "a"), (2.0, "b"), (2.0, "c"), (3.0, "d")]);
         assert_eq!(names(select(&z, &q(&["zrangebyscore", "k", "(1", "2"], Kind::Score, Dir::Forward))), ["b", "c"]);
-        assert_eq!(names(select(&z, &q(&["zrevrangebyscore", "k", "2", "-inf"], Kind::Score, Dir::Reverse))), ["c", "b", "a"]);
-        assert_eq!(names(select(&z, &q(&["zrangebyscore", "k", "-inf", "+inf", "limit", "1", "2"], Kind::Score, Dir::Forward))), ["b", "c"]);
-        assert!(select(&z, &q(&["zrangebyscore", "k", "-inf", "+inf", "limit", "-1", "2"], Kind::Score, Dir::Forward)).is_empty());
+        assert_eq!(
+            names(select(&z, &q(&["zrevrangebyscore", "k", "2", "-inf"], Kind::Score, Dir::Reverse))),
+            ["c", "b", "a"]
+        );
+        assert_eq!(
+            names(select(
+                &z,
+                &q(&["zrangebyscore", "k", "-inf", "+inf", "limit", "1", "2"], Kind::Score, Dir::Forward)
+            )),
+            ["b", "c"]
+        );
+        assert!(select(&z, &q(&["zrangebyscore", "k", "-inf", "+inf", "limit", "-1", "2"], Kind::Score, Dir::Forward))
+            .is_empty());
         assert!(select(&z, &q(&["zrangebyscore", "k", "(2", "(2"], Kind::Score, Dir::Forward)).is_empty());
         assert_eq!(names(select(&z, &q(&["zrange", "k", "-2", "-1"], Kind::Auto, Dir::Auto))), ["c", "d"]);
         assert_eq!(names(select(&z, &q(&["zrange", "k", "0", "1", "rev"], Kind::Auto, Dir::Auto))), ["d", "c"]);
@@ -1517,7 +1540,10 @@ mod tests {
         let z = zset(&[(0.0, "a"), (0.0, "b"), (0.0, "c"), (0.0, "d")]);
         assert_eq!(names(select(&z, &q(&["zrangebylex", "k", "(a", "[c"], Kind::Lex, Dir::Forward))), ["b", "c"]);
         assert_eq!(names(select(&z, &q(&["zrevrangebylex", "k", "+", "(b"], Kind::Lex, Dir::Reverse))), ["d", "c"]);
-        assert_eq!(names(select(&z, &q(&["zrangebylex", "k", "-", "+", "limit", "1", "1"], Kind::Lex, Dir::Forward))), ["b"]);
+        assert_eq!(
+            names(select(&z, &q(&["zrangebylex", "k", "-", "+", "limit", "1", "1"], Kind::Lex, Dir::Forward))),
+            ["b"]
+        );
         assert!(select(&z, &q(&["zrangebylex", "k", "+", "-"], Kind::Lex, Dir::Forward)).is_empty());
         // Mixed scores: a linear walk from the first member >= min, like a listpack.
         let z = zset(&[(1.0, "c"), (2.0, "a"), (3.0, "d")]);

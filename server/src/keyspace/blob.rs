@@ -15,7 +15,10 @@ const INLINE: usize = 22;
 
 #[derive(Clone)]
 pub enum Blob {
-    Inline { len: u8, buf: [u8; INLINE] },
+    Inline {
+        len: u8,
+        buf: [u8; INLINE],
+    },
     Heap(Box<[u8]>),
     /// Grown in place; amortised appends.
     Buf(Box<Vec<u8>>),
