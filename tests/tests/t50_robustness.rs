@@ -969,26 +969,9 @@ fn catalogue(cli: &mut Cli) -> (Vec<Unit>, Vec<Unit>) {
     (units, excluded)
 }
 
-fn fnv1a(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf29ce484222325u64, |h, &c| (h ^ c as u64).wrapping_mul(0x100000001b3))
-}
-
-fn put_len(out: &mut Vec<u8>, mut n: u64) {
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    put_len(out, b.len() as u64);
-    out.extend_from_slice(b);
-}
+// The payload encoding is the server's own (keyspace::serial); hostile payloads are built
+// from its pieces so they carry valid checksums.
+use redoubt_server::keyspace::serial::{checksum as fnv1a, put_bytes, put_len};
 
 struct Gen {
     rng: SmallRng,

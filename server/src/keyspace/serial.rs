@@ -14,7 +14,8 @@ const HASH: u8 = 2;
 const SET: u8 = 3;
 const ZSET: u8 = 4;
 
-fn put_len(out: &mut Vec<u8>, mut n: u64) {
+/// Appends a LEB128 length (public so tests can craft hostile payloads).
+pub fn put_len(out: &mut Vec<u8>, mut n: u64) {
     loop {
         let b = (n & 0x7f) as u8;
         n >>= 7;
@@ -26,7 +27,8 @@ fn put_len(out: &mut Vec<u8>, mut n: u64) {
     }
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+/// Appends a length-prefixed byte string.
+pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_len(out, b.len() as u64);
     out.extend_from_slice(b);
 }
