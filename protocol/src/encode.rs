@@ -88,12 +88,6 @@ impl ReplyBuf {
         self.buf.extend_from_slice(b"\r\n");
     }
 
-    /// A bulk string holding the decimal form of `n` (e.g. INCRBYFLOAT-style replies of ints).
-    pub fn bulk_int(&mut self, n: i64) {
-        let mut b = itoa::Buffer::new();
-        self.bulk(b.format(n).as_bytes());
-    }
-
     /// Null bulk string: `$-1` in RESP2, `_` in RESP3.
     pub fn null(&mut self) {
         self.buf.extend_from_slice(if self.resp3 { b"_\r\n" } else { b"$-1\r\n" });

@@ -332,7 +332,7 @@ impl Connection {
                 }
             }
         }
-        let events = after_commands(&shared, &mut st);
+        let events = std::mem::take(&mut st.ks.events);
         drop(st);
         if !events.is_empty() {
             let flags = shared.config.read().notify_keyspace_events;
@@ -713,11 +713,6 @@ pub fn oom_check(shared: &Shared, ks: &mut Keyspace) -> Result<(), CmdError> {
         }
     }
     Ok(())
-}
-
-/// After a batch: hand back the notifications to publish (outside the lock).
-fn after_commands(_shared: &Shared, st: &mut State) -> Vec<crate::keyspace::Event> {
-    std::mem::take(&mut st.ks.events)
 }
 
 /// Serves clients blocked on keys that just received data, in the order they blocked, by

@@ -1,6 +1,5 @@
 //! Argument parsing helpers shared by commands, with Redis's error texts.
 
-use bytes::Bytes;
 use redoubt_protocol::num::{parse_f64, parse_i64};
 
 use super::{err, CmdError, Ctx};
@@ -14,16 +13,6 @@ pub fn int(a: &[u8]) -> Result<i64, CmdError> {
 /// Float argument (`ERR value is not a valid float`).
 pub fn float(a: &[u8]) -> Result<f64, CmdError> {
     parse_f64(a).ok_or(err::NOT_FLOAT)
-}
-
-/// Non-negative integer with a custom error when negative.
-pub fn positive_or(a: &[u8], e: CmdError) -> Result<i64, CmdError> {
-    let v = int(a)?;
-    if v < 0 {
-        Err(e)
-    } else {
-        Ok(v)
-    }
 }
 
 /// Case-insensitive keyword comparison.
@@ -197,12 +186,6 @@ fn match_one(pat: &[u8], p: usize, c: u8, nocase: bool) -> Option<usize> {
         }
         other => eq(other, c).then_some(p + 1),
     }
-}
-
-/// Copies an argument into an owned `Bytes` detached from the read buffer (so storing it
-/// does not pin the whole buffer).
-pub fn owned(a: &Bytes) -> Bytes {
-    Bytes::copy_from_slice(a)
 }
 
 #[cfg(test)]

@@ -410,7 +410,8 @@ impl Keyspace {
             // Redis 7.0's dbAdd announces every new key.
             self.notify(notify::NEW, "new", db, key);
         }
-        let lru = self.access_clock(db, slot);
+        // A new key starts with LFU_INIT_VAL under LFU, so it is not evicted first.
+        let lru = if created && self.policy.is_lfu() { self.lfu_init() } else { self.access_clock(db, slot) };
         let e = self.dbs[db].table.slot_mut(slot).expect("live");
         e.lru = lru;
         (e, created)
