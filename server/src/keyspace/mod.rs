@@ -827,3 +827,19 @@ pub fn now_ms() -> i64 {
 pub fn now_us() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Redis gives a new key LFU_INIT_VAL (5) so it is not the first eviction candidate.
+    #[test]
+    fn new_keys_start_at_lfu_init_val() {
+        let mut ks = Keyspace::new(1);
+        ks.policy = EvictionPolicy::AllKeysLfu;
+        let (e, created) = ks.entry_or_insert(0, b"k", || Value::Str(Blob::new(b"v")));
+        assert!(created);
+        let lru = e.lru;
+        assert_eq!(ks.lfu_decayed(lru), 5);
+    }
+}
