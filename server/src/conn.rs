@@ -11,7 +11,7 @@
 //! another client's write serves them (see [`serve_ready`]) or their timeout fires.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,7 +99,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, id: u64) {
         name: Default::default(),
         lib_name: Default::default(),
         lib_ver: Default::default(),
-        last_cmd: parking_lot::Mutex::new("NULL"),
+        last_cmd: AtomicU32::new(u32::MAX),
         last_interaction_ms: now_ms().into(),
         db: 0.into(),
         resp: 2.into(),
@@ -324,7 +324,7 @@ impl Connection {
                     }
                 }
             };
-            match self.process(&mut st, argv, out) {
+            match self.process(&shared, &mut st, argv, out) {
                 Flow::Continue => {}
                 f => {
                     flow = f;
@@ -356,8 +356,7 @@ impl Connection {
     }
 
     /// Redis's processCommand: checks, queueing, then the call.
-    fn process(&mut self, st: &mut State, argv: Vec<Bytes>, out: &mut ReplyBuf) -> Flow {
-        let shared = self.shared.clone();
+    fn process(&mut self, shared: &Arc<Shared>, st: &mut State, argv: Vec<Bytes>, out: &mut ReplyBuf) -> Flow {
         let spec = cmd::lookup(&argv[0]);
         let mark = out.len();
         let mode_before = self.conn.reply_mode;
@@ -371,7 +370,7 @@ impl Connection {
                     self.conn.multi_error = true;
                 }
                 if let Some(s) = spec {
-                    stat(&shared, s, |c| c.rejected += 1);
+                    stat(&shared, s).rejected.fetch_add(1, Ordering::Relaxed);
                 }
                 reply_error(&shared, out, &e);
                 Flow::Continue
@@ -391,7 +390,7 @@ impl Connection {
                     (false, Some(sub)) => cmd::lookup_sub(spec, sub).unwrap_or(spec),
                     _ => spec,
                 };
-                *self.conn.info.last_cmd.lock() = shown.name;
+                self.conn.info.last_cmd.store(cmd::spec_id(shown) as u32, Ordering::Relaxed);
                 st.ks.now_ms = self.batch_now;
                 let mut ctx = Ctx {
                     ks: &mut st.ks,
@@ -655,22 +654,22 @@ enum BlockEnd {
 /// Runs a command (already checked) and records its statistics. Returns a block request
 /// when the command has to wait.
 pub fn call(ctx: &mut Ctx, spec: &'static Spec, argv: &[Bytes]) -> Option<BlockRequest> {
-    let start = Instant::now();
+    let start = crate::clock::Ticks::now();
     let mark = ctx.out.len();
     let res = (spec.handler)(ctx, argv);
-    let usec = start.elapsed().as_micros() as u64;
+    let ticks = start.elapsed();
+    let usec = crate::clock::ticks_to_us(ticks);
     let failed = res.is_err();
     if let Err(e) = res {
         ctx.out.truncate(mark);
         reply_error(ctx.srv, ctx.out, &e);
     }
-    stat(ctx.srv, spec, |c| {
-        c.calls += 1;
-        c.usec += usec;
-        if failed {
-            c.failed += 1;
-        }
-    });
+    let s = stat(ctx.srv, spec);
+    s.calls.fetch_add(1, Ordering::Relaxed);
+    s.ticks.fetch_add(ticks, Ordering::Relaxed);
+    if failed {
+        s.failed.fetch_add(1, Ordering::Relaxed);
+    }
     ctx.srv.counters.total_commands_processed.fetch_add(1, Ordering::Relaxed);
     let slower = ctx.srv.slowlog_threshold.load(Ordering::Relaxed);
     if slower >= 0 && usec >= slower as u64 && spec.flags & flags::SKIP_SLOWLOG == 0 {
@@ -679,8 +678,8 @@ pub fn call(ctx: &mut Ctx, spec: &'static Spec, argv: &[Bytes]) -> Option<BlockR
     ctx.block.take()
 }
 
-fn stat(shared: &Shared, spec: &'static Spec, f: impl FnOnce(&mut crate::shared::CmdStat)) {
-    f(shared.cmdstats.lock().entry(spec.name).or_default());
+fn stat<'a>(shared: &'a Shared, spec: &'static Spec) -> &'a crate::shared::CmdStat {
+    &shared.cmdstats[cmd::spec_id(spec)]
 }
 
 /// Writes an error reply and counts it in INFO errorstats.

@@ -23,6 +23,7 @@ pub async fn run(shared: Arc<Shared>) {
 
 /// One cron cycle.
 pub fn tick(shared: &Shared) {
+    crate::clock::recalibrate();
     let (effort, maxmemory) = {
         let c = shared.config.read();
         (c.active_expire_effort.clamp(1, 10) as usize, c.maxmemory)

@@ -27,6 +27,7 @@
 //! Writes are deterministic given the keyspace and the operation time; what they record
 //! in `Keyspace::effects` (when enabled) is the operation stream a replica applies.
 
+pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod conn;

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -60,7 +60,8 @@ pub struct ClientInfo {
     pub name: Mutex<Option<String>>,
     pub lib_name: Mutex<Option<String>>,
     pub lib_ver: Mutex<Option<String>>,
-    pub last_cmd: Mutex<&'static str>,
+    /// `cmd::all_specs()` number of the last command run, or `u32::MAX` for none.
+    pub last_cmd: AtomicU32,
     pub last_interaction_ms: AtomicI64,
     pub db: AtomicUsize,
     pub resp: AtomicUsize,
@@ -133,13 +134,23 @@ pub struct PubSub {
     pub patterns: RwLock<Vec<(Bytes, Arc<ClientInfo>)>>,
 }
 
-/// Per-command statistics (INFO commandstats).
-#[derive(Default, Clone, Copy, Debug)]
+/// Per-command statistics (INFO commandstats), one per spec in `cmd::all_specs()` order.
+/// Relaxed atomics: counted on every command without a lock, read only by INFO.
+#[derive(Default, Debug)]
 pub struct CmdStat {
-    pub calls: u64,
-    pub usec: u64,
-    pub rejected: u64,
-    pub failed: u64,
+    pub calls: AtomicU64,
+    /// Time spent, in `clock` ticks (converted to µs by INFO).
+    pub ticks: AtomicU64,
+    pub rejected: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl CmdStat {
+    pub fn reset(&self) {
+        for c in [&self.calls, &self.ticks, &self.rejected, &self.failed] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// One SLOWLOG entry.
@@ -186,7 +197,7 @@ pub struct Shared {
     pub counters: Counters,
     pub started: Instant,
     pub started_unix: i64,
-    pub cmdstats: Mutex<HashMap<&'static str, CmdStat>>,
+    pub cmdstats: Box<[CmdStat]>,
     pub errorstats: Mutex<HashMap<String, u64>>,
     pub slowlog: Mutex<VecDeque<SlowEntry>>,
     pub slowlog_next_id: AtomicU64,
@@ -224,6 +235,7 @@ impl Shared {
         };
         let now = crate::keyspace::now_ms();
         let slowlog_threshold = AtomicI64::new(config.slowlog_log_slower_than);
+        crate::clock::init();
         Arc::new(Shared {
             state: Mutex::new(State { ks, waiters: HashMap::new() }),
             config: RwLock::new(config),
@@ -233,7 +245,7 @@ impl Shared {
             counters: Counters::default(),
             started: Instant::now(),
             started_unix: now / 1000,
-            cmdstats: Mutex::new(HashMap::new()),
+            cmdstats: crate::cmd::all_specs().iter().map(|_| CmdStat::default()).collect(),
             errorstats: Mutex::new(HashMap::new()),
             slowlog: Mutex::new(VecDeque::new()),
             slowlog_next_id: AtomicU64::new(0),

@@ -353,7 +353,10 @@ pub fn client_line(c: &ClientInfo, now_ms: i64) -> String {
     if flags.is_empty() {
         flags.push('N');
     }
-    let cmd = c.last_cmd.lock().to_string();
+    let cmd = match crate::cmd::all_specs().get(c.last_cmd.load(Ordering::Relaxed) as usize) {
+        Some(spec) => spec.name,
+        None => "NULL",
+    };
     format!(
         "id={} addr={} laddr={} fd=8 name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
         c.id,

@@ -295,17 +295,62 @@ pub fn families() -> [&'static [Spec]; 14] {
 
 /// The command table: lower-case name -> spec.
 pub fn table() -> &'static HashMap<&'static str, &'static Spec> {
-    static TABLE: OnceLock<HashMap<&'static str, &'static Spec>> = OnceLock::new();
+    &indexed().by_name
+}
+
+/// The table with every spec (subcommands included) numbered densely, so per-command
+/// state (INFO commandstats, CLIENT LIST's last command) is an array slot, not a map entry.
+struct Indexed {
+    by_name: HashMap<&'static str, &'static Spec>,
+    /// Spec address -> its number; looked up once per command, so hashed trivially.
+    by_addr: hashbrown::HashMap<usize, u32, std::hash::BuildHasherDefault<AddrHasher>>,
+    all: Vec<&'static Spec>,
+}
+
+fn indexed() -> &'static Indexed {
+    static TABLE: OnceLock<Indexed> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut m = HashMap::new();
+        let mut t = Indexed { by_name: HashMap::new(), by_addr: Default::default(), all: Vec::new() };
         for fam in families() {
             for s in fam {
-                let prev = m.insert(s.name, s);
+                let prev = t.by_name.insert(s.name, s);
                 assert!(prev.is_none(), "command {} listed twice", s.name);
+                for spec in std::iter::once(s).chain(s.subcommands) {
+                    t.by_addr.insert(spec as *const Spec as usize, t.all.len() as u32);
+                    t.all.push(spec);
+                }
             }
         }
-        m
+        t
     })
+}
+
+/// Hashes a spec's address: addresses are distinct and 8-aligned, so a multiply spreads them.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl std::hash::Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64 >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// Every spec (top-level commands and subcommands), numbered: `spec_id(all_specs()[i]) == i`.
+pub fn all_specs() -> &'static [&'static Spec] {
+    &indexed().all
+}
+
+/// The number of a spec from the table (see [`all_specs`]).
+pub fn spec_id(spec: &'static Spec) -> usize {
+    indexed().by_addr.get(&(spec as *const Spec as usize)).copied().expect("spec from the command table") as usize
 }
 
 /// Looks a command up by name, case-insensitively, without allocating for short names.

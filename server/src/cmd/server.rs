@@ -265,15 +265,28 @@ fn info_section(ctx: &mut Ctx, sec: &str, t: &mut String) {
             }
         }
         "commandstats" => {
-            let mut stats: Vec<_> = srv.cmdstats.lock().iter().map(|(k, v)| (*k, *v)).collect();
-            stats.sort_by_key(|(k, _)| *k);
-            for (name, s) in stats {
-                let per = if s.calls > 0 { s.usec as f64 / s.calls as f64 } else { 0.0 };
+            let mut stats: Vec<_> = crate::cmd::all_specs()
+                .iter()
+                .zip(srv.cmdstats.iter())
+                .map(|(spec, s)| {
+                    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+                    (
+                        spec.name,
+                        get(&s.calls),
+                        crate::clock::ticks_to_us(get(&s.ticks)),
+                        get(&s.rejected),
+                        get(&s.failed),
+                    )
+                })
+                .filter(|&(_, calls, _, rejected, failed)| calls + rejected + failed > 0)
+                .collect();
+            stats.sort_by_key(|s| s.0);
+            for (name, calls, usec, rejected, failed) in stats {
+                let per = if calls > 0 { usec as f64 / calls as f64 } else { 0.0 };
                 kv(
                     &format!("cmdstat_{name}"),
                     format!(
-                        "calls={},usec={},usec_per_call={:.2},rejected_calls={},failed_calls={}",
-                        s.calls, s.usec, per, s.rejected, s.failed
+                        "calls={calls},usec={usec},usec_per_call={per:.2},rejected_calls={rejected},failed_calls={failed}"
                     ),
                 );
             }
@@ -350,7 +363,7 @@ fn config_cmd(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         ctx.out.ok();
     } else if is(sub, "resetstat") && n == 2 {
         let srv = ctx.srv;
-        srv.cmdstats.lock().clear();
+        srv.cmdstats.iter().for_each(crate::shared::CmdStat::reset);
         srv.errorstats.lock().clear();
         ctx.ks.stats = Default::default();
         for c in [

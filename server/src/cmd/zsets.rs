@@ -261,6 +261,13 @@ fn strict_double(a: &[u8]) -> Option<f64> {
     if a.is_empty() || is_c_space(a[0]) {
         return None;
     }
+    // Fast path for the common case of a short integer score: below 2^53 every integer
+    // is exact as a double, so this is what strtod would return.
+    if a.len() <= 15 {
+        if let Some(v) = redoubt_protocol::num::parse_i64(a) {
+            return Some(v as f64);
+        }
+    }
     match strtod(a) {
         Some((v, false)) => Some(v),
         _ => None,
@@ -818,7 +825,10 @@ fn zadd_generic(ctx: &mut Ctx, argv: &[Bytes], mut f: AddFlags) -> CmdResult {
         return Err(CmdError::Static("ERR INCR option supports a single increment-element pair"));
     }
     // Every score is checked before anything changes: the command is all or nothing.
-    let scores = pairs.chunks(2).map(|p| score_arg(&p[0])).collect::<Result<Vec<f64>, _>>()?;
+    // (Parsed twice rather than collected: one allocation per ZADD cost more.)
+    for p in pairs.chunks(2) {
+        score_arg(&p[0])?;
+    }
 
     match ctx.ks.write(ctx.db, key) {
         Some(e) => {
@@ -835,7 +845,8 @@ fn zadd_generic(ctx: &mut Ctx, argv: &[Bytes], mut f: AddFlags) -> CmdResult {
     let z = args::as_zset_mut(e)?;
     let (mut added, mut updated) = (0, 0);
     let mut last = None;
-    for (p, &score) in pairs.chunks(2).zip(&scores) {
+    for p in pairs.chunks(2) {
+        let score = score_arg(&p[0])?;
         // Only INCR can fail, and it has a single pair on an existing member: nothing
         // was changed yet and no key was created.
         let (what, newscore) = zset_add(z, score, &p[1], f, limits)?;
