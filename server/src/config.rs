@@ -26,6 +26,13 @@ pub struct Config {
     pub save: String,
     pub appendonly: bool,
     pub appendfsync: String,
+    /// `raft` (default): every write goes through the Raft log on disk before its reply;
+    /// `none`: in memory only, like Redis without persistence.
+    pub durability: Durability,
+    /// This node's Raft id (`--node-id`).
+    pub node_id: u64,
+    /// Initial cluster members, `id@host:port,...` (raft addresses); empty = single node.
+    pub cluster: String,
     pub loglevel: String,
     pub logfile: String,
     pub protected_mode: bool,
@@ -87,7 +94,11 @@ impl Default for Config {
             dbfilename: "dump.rdb".into(),
             save: String::new(),
             appendonly: false,
-            appendfsync: "everysec".into(),
+            // Unlike Redis (everysec): an acknowledged write is on disk by default.
+            appendfsync: "always".into(),
+            durability: Durability::Raft,
+            node_id: 1,
+            cluster: String::new(),
             loglevel: "notice".into(),
             logfile: String::new(),
             protected_mode: true,
@@ -293,6 +304,23 @@ pub fn directives() -> &'static [Directive] {
                     _ => Err("argument(s) must be one of the following: always, everysec, no".into()),
                 }
             }),
+            d!("durability", false, |c| c.durability.name().into(), |c, v| {
+                c.durability = match v.to_ascii_lowercase().as_str() {
+                    "raft" => Durability::Raft,
+                    "none" => Durability::None,
+                    _ => return Err("argument must be one of the following: raft, none".into()),
+                };
+                Ok(())
+            }),
+            d!("node-id", false, |c| c.node_id.to_string(), |c, v| {
+                let n: u64 = parse_num(v)?;
+                if n == 0 {
+                    return Err("node-id must be a positive integer".into());
+                }
+                c.node_id = n;
+                Ok(())
+            }),
+            str_d!("cluster", false, cluster),
             d!("loglevel", true, |c| c.loglevel.clone(), |c, v| {
                 match v.to_ascii_lowercase().as_str() {
                     s @ ("debug" | "verbose" | "notice" | "warning" | "nothing") => {
@@ -517,5 +545,23 @@ fn default_io_threads() -> u32 {
     match std::thread::available_parallelism().map_or(1, |n| n.get()) {
         n if n <= 2 => 1,
         n => n.min(8) as u32,
+    }
+}
+
+/// Where writes go before they are acknowledged (`--durability`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// In memory only (a cache; everything is lost on restart).
+    None,
+    /// Through the Raft log, persisted in `dir` (and replicated with `--cluster`).
+    Raft,
+}
+
+impl Durability {
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::None => "none",
+            Durability::Raft => "raft",
+        }
     }
 }

@@ -19,10 +19,11 @@ use bytes::{Bytes, BytesMut};
 use redoubt_protocol::{Limits, ProtocolError, ReplyBuf, RequestDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::cmd::{self, err, flags, BlockMode, BlockRequest, CmdError, Ctx, Spec};
 use crate::keyspace::{now_ms, Blob, Keyspace};
+use crate::replication::{Replicator, Ticket};
 use crate::shared::{ClientInfo, Push, Shared, State, Waiter};
 
 /// CLIENT REPLY mode.
@@ -138,8 +139,16 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, id: u64) {
         monitor: false,
         no_touch: false,
     };
-    let mut c =
-        Connection { batch_now: 0, stream, shared: shared.clone(), conn, rx, rbuf: BytesMut::with_capacity(16 * 1024) };
+    let mut c = Connection {
+        batch_now: 0,
+        stream,
+        shared: shared.clone(),
+        conn,
+        rx,
+        rbuf: BytesMut::with_capacity(16 * 1024),
+        ticket: Ticket::default(),
+        commit_rx: None,
+    };
     if let Err(e) = c.run().await {
         tracing::debug!(error = %e, "connection ended");
     }
@@ -155,6 +164,10 @@ struct Connection {
     conn: Conn,
     rx: mpsc::UnboundedReceiver<Push>,
     rbuf: BytesMut,
+    /// Durable mode: the last op the pending replies depend on (they are held until it
+    /// commits).
+    ticket: Ticket,
+    commit_rx: Option<watch::Receiver<Ticket>>,
 }
 
 impl Connection {
@@ -181,6 +194,9 @@ impl Connection {
                 self.shared.counters.net_output_bytes.fetch_add(out.len() as u64, Ordering::Relaxed);
                 // A client that stops reading must not pin us in write(): a kill (output
                 // buffer limit, CLIENT KILL) interrupts the write.
+                if !self.await_commit().await {
+                    return Ok(());
+                }
                 let info = self.conn.info.clone();
                 tokio::select! {
                     r = self.stream.write_all(&out.buf) => r?,
@@ -227,10 +243,14 @@ impl Connection {
                 }
                 Some(p) = self.rx.recv() => {
                     if !self.handle_push(p, &mut out) {
-                        let _ = self.stream.write_all(&out.buf).await;
+                        if self.await_commit().await {
+                            let _ = self.stream.write_all(&out.buf).await;
+                        }
                         return Ok(());
                     }
                     self.drain_pushes(&mut out);
+                    // Pushes (served pops, messages) may show ops other clients recorded.
+                    self.ticket_from_others();
                 }
                 _ = tokio::time::sleep(Duration::from_secs(idle.max(1))), if idle > 0
                     && !self.conn.in_subscribe_mode() && !self.conn.monitor => {
@@ -332,13 +352,48 @@ impl Connection {
                 }
             }
         }
+        let repl = shared.repl.get();
+        let mut wake = false;
+        if let Some(repl) = repl {
+            self.ticket = repl.ticket(&st);
+            wake = st.ks.effects.as_ref().is_some_and(|fx| !fx.is_empty());
+        }
         let events = std::mem::take(&mut st.ks.events);
         drop(st);
+        if wake {
+            repl.expect("durable").wake_proposer();
+        }
         if !events.is_empty() {
             let flags = shared.config.read().notify_keyspace_events;
             shared.publish_events(events, flags);
         }
         flow
+    }
+
+    /// Output produced by other connections can show any op recorded so far.
+    fn ticket_from_others(&mut self) {
+        if let Some(repl) = self.shared.repl.get() {
+            let t = repl.current_ticket();
+            if t.epoch != self.ticket.epoch || t.seq > self.ticket.seq {
+                self.ticket = t;
+            }
+        }
+    }
+
+    /// Durable mode: waits until everything the pending replies depend on is in the log.
+    /// False if it never will be (leadership lost), and the connection must close: the
+    /// client cannot be told whether its writes happened.
+    async fn await_commit(&mut self) -> bool {
+        let Some(repl) = self.shared.repl.get() else { return true };
+        let ticket = std::mem::take(&mut self.ticket);
+        let rx = self.commit_rx.get_or_insert_with(|| repl.subscribe());
+        {
+            let c = rx.borrow();
+            if c.epoch == ticket.epoch && c.seq >= ticket.seq {
+                return true;
+            }
+        }
+        Replicator::wait_committed(rx, ticket).await
     }
 
     fn protocol_error(&mut self, e: ProtocolError, out: &mut ReplyBuf) {
@@ -453,6 +508,9 @@ impl Connection {
         if !self.conn.authenticated && spec.flags & flags::NO_AUTH == 0 {
             return Err(CmdError::Static("NOAUTH Authentication required."));
         }
+        if spec.flags & flags::LOADING == 0 && self.shared.loading.load(Ordering::Relaxed) {
+            return Err(CmdError::Static("LOADING Redis is loading the dataset in memory"));
+        }
         let in_multi = self.conn.multi.is_some();
         let tx_control = matches!(spec.name, "exec" | "discard" | "multi" | "watch" | "quit" | "reset");
         // Over maxmemory, Redis refuses commands that may grow memory, and inside MULTI it
@@ -550,12 +608,20 @@ impl Connection {
             Ok(BlockEnd::Served) => Ok(true),
             Ok(BlockEnd::Timeout) if was_waiting => {
                 out.null_array();
+                self.ticket_from_others();
+                if !self.await_commit().await {
+                    return Ok(false);
+                }
                 self.stream.write_all(&out.buf).await?;
                 out.buf.clear();
                 Ok(true)
             }
             Ok(BlockEnd::Error) if was_waiting => {
                 out.error("UNBLOCKED client unblocked via CLIENT UNBLOCK");
+                self.ticket_from_others();
+                if !self.await_commit().await {
+                    return Ok(false);
+                }
                 self.stream.write_all(&out.buf).await?;
                 out.buf.clear();
                 Ok(true)
@@ -564,6 +630,10 @@ impl Connection {
                 // Served concurrently with the timeout: deliver the served reply.
                 while let Ok(p) = self.rx.try_recv() {
                     if let Push::Served(b) = p {
+                        self.ticket_from_others();
+                        if !self.await_commit().await {
+                            return Ok(false);
+                        }
                         self.stream.write_all(&b).await?;
                         break;
                     }
@@ -585,6 +655,10 @@ impl Connection {
             tokio::select! {
                 p = self.rx.recv() => match p {
                     Some(Push::Served(bytes)) => {
+                        self.ticket_from_others();
+                        if !self.await_commit().await {
+                            return Ok(BlockEnd::Closed);
+                        }
                         self.stream.write_all(&bytes).await?;
                         return Ok(BlockEnd::Served);
                     }

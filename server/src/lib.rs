@@ -35,6 +35,7 @@ pub mod cron;
 pub mod keyspace;
 pub mod memory;
 pub mod replay;
+pub mod replication;
 pub mod shared;
 
 use std::sync::Arc;
@@ -65,8 +66,26 @@ pub async fn run_shared(
     shared.port.store(listener.local_addr()?.port() as usize, std::sync::atomic::Ordering::Relaxed);
     let cron = tokio::spawn(cron::run(shared.clone()));
     tokio::pin!(shutdown);
+    // Durable mode: clients connect at once and get -LOADING until the snapshot and the
+    // log tail are loaded; a storage failure ends the server with an error.
+    let durable = shared.config.read().durability == config::Durability::Raft;
+    if durable {
+        shared.loading.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let client_addr = listener.local_addr()?.to_string();
+    let mut storage = std::pin::pin!(async {
+        if durable {
+            replication::start(shared.clone(), client_addr).await
+        } else {
+            std::future::pending().await
+        }
+    });
     let result = loop {
         tokio::select! {
+            r = &mut storage => match r {
+                Ok(()) => {}
+                Err(e) => break Err(e.context("durable storage")),
+            },
             r = listener.accept() => {
                 let (stream, _) = match r {
                     Ok(x) => x,
@@ -99,6 +118,10 @@ pub async fn run_shared(
     cron.abort();
     for c in shared.clients.iter() {
         c.kill();
+    }
+    if let Some(repl) = shared.repl.get() {
+        // Flushes the log and stops the Raft tasks (they hold the storage files).
+        let _ = repl.raft.shutdown().await;
     }
     result
 }

@@ -64,8 +64,11 @@ fn main() {
         "nothing" => "off",
         _ => "info",
     };
+    // openraft narrates every election and snapshot at info; below debug, only its
+    // warnings reach the operator's log.
+    let quiet_deps = if level == "debug" { String::new() } else { ",openraft=warn,sled=warn".to_string() };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level}{quiet_deps}")));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     redoubt_server::memory::mark_installed();
 

@@ -48,6 +48,8 @@ pub struct Waiter {
 pub struct State {
     pub ks: Keyspace,
     pub waiters: HashMap<u64, Waiter>,
+    /// Replication bookkeeping that must change atomically with the keyspace.
+    pub repl: crate::replication::ReplState,
 }
 
 /// Registry entry for one connected client (CLIENT LIST / KILL / INFO clients).
@@ -214,6 +216,10 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// The port actually bound (differs from config when started on port 0).
     pub port: AtomicUsize,
+    /// Set once durable storage is open (`--durability raft`).
+    pub repl: std::sync::OnceLock<Arc<crate::replication::Replicator>>,
+    /// True while the dataset loads (snapshot + log replay): commands get `-LOADING`.
+    pub loading: AtomicBool,
     pub run_id: String,
     /// Ops/sec samples for `instantaneous_ops_per_sec`.
     pub ops_samples: Mutex<(i64, u64, VecDeque<f64>)>,
@@ -237,7 +243,7 @@ impl Shared {
         let slowlog_threshold = AtomicI64::new(config.slowlog_log_slower_than);
         crate::clock::init();
         Arc::new(Shared {
-            state: Mutex::new(State { ks, waiters: HashMap::new() }),
+            state: Mutex::new(State { ks, waiters: HashMap::new(), repl: Default::default() }),
             config: RwLock::new(config),
             clients: DashMap::new(),
             pubsub: PubSub::default(),
@@ -258,6 +264,8 @@ impl Shared {
             shutdown: Notify::new(),
             shutting_down: AtomicBool::new(false),
             port: AtomicUsize::new(0),
+            repl: std::sync::OnceLock::new(),
+            loading: AtomicBool::new(false),
             run_id,
             ops_samples: Mutex::new((now, 0, VecDeque::new())),
             lastsave: AtomicI64::new(now / 1000),

@@ -109,8 +109,14 @@ pub struct Server {
 
 /// Starts redoubt on `127.0.0.1:<ephemeral>` with `redis-server`-style arguments
 /// (`&["--maxmemory", "1mb"]`). Panics if the arguments are refused.
+///
+/// Unless the arguments say otherwise, the server runs in memory (`--durability none`):
+/// these suites test commands; durability has its own (t60) with real processes and disks.
 pub fn start_redoubt(config_args: &[&str]) -> Server {
-    let args: Vec<String> = config_args.iter().map(|s| s.to_string()).collect();
+    let mut args: Vec<String> = config_args.iter().map(|s| s.to_string()).collect();
+    if !args.iter().any(|a| a == "--durability") {
+        args.splice(0..0, ["--durability".to_string(), "none".to_string()]);
+    }
     let config = redoubt_server::Config::from_args(&args).unwrap_or_else(|e| panic!("redoubt config {args:?}: {e}"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -493,6 +499,18 @@ fn read_all(mut r: impl std::io::Read) -> String {
 }
 
 /// The workspace root (parent of this crate's directory).
+/// The `redoubt` binary cargo built next to this test (`$REDOUBT_BIN` overrides).
+pub fn redoubt_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("REDOUBT_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test> -> target/<profile>/redoubt
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe.parent().and_then(Path::parent).map(|d| d.join("redoubt")).expect("target dir");
+    assert!(bin.is_file(), "{} not built (cargo builds it with the workspace)", bin.display());
+    bin
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }

@@ -184,7 +184,10 @@ impl Server {
         let log = dir.path().join("server.stderr");
         let mut spec = portfile.to_string_lossy().into_owned();
         let dir_s = dir.path().to_string_lossy().into_owned();
-        for a in ["--dir".to_string(), dir_s].into_iter().chain(args.iter().cloned()) {
+        // In memory: this suite is about hostile input and memory bounds, not disks.
+        for a in
+            ["--dir".to_string(), dir_s, "--durability".into(), "none".into()].into_iter().chain(args.iter().cloned())
+        {
             spec.push('\x1f');
             spec.push_str(&a);
         }

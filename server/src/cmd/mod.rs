@@ -18,6 +18,7 @@ pub mod introspect;
 pub mod keys;
 pub mod lists;
 pub mod pubsub;
+pub mod raft;
 pub mod scan;
 pub mod server;
 pub mod sets;
@@ -274,7 +275,7 @@ pub fn container_only(_: &mut Ctx, _: &[Bytes]) -> CmdResult {
 }
 
 /// Every family's command list.
-pub fn families() -> [&'static [Spec]; 14] {
+pub fn families() -> [&'static [Spec]; 15] {
     [
         connection::COMMANDS,
         strings::COMMANDS,
@@ -289,6 +290,7 @@ pub fn families() -> [&'static [Spec]; 14] {
         pubsub::COMMANDS,
         server::COMMANDS,
         introspect::COMMANDS,
+        raft::COMMANDS,
         docs::COMMANDS,
     ]
 }

@@ -199,7 +199,7 @@ fn info_section(ctx: &mut Ctx, sec: &str, t: &mut String) {
             kv("lazyfree_pending_objects", "0".into());
         }
         "persistence" => {
-            kv("loading", "0".into());
+            kv("loading", (srv.loading.load(Ordering::Relaxed) as u8).to_string());
             kv("async_loading", "0".into());
             kv("current_cow_peak", "0".into());
             kv("rdb_changes_since_last_save", ctx.ks.dirty.to_string());
@@ -207,6 +207,7 @@ fn info_section(ctx: &mut Ctx, sec: &str, t: &mut String) {
             kv("rdb_last_save_time", srv.lastsave.load(Ordering::Relaxed).to_string());
             kv("rdb_last_bgsave_status", "ok".into());
             kv("aof_enabled", "0".into());
+            kv("durability", srv.config.read().durability.name().into());
             kv("aof_rewrite_in_progress", "0".into());
             kv("aof_last_write_status", "ok".into());
             kv("durability", "none".into());

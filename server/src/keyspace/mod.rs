@@ -474,6 +474,19 @@ impl Keyspace {
         self.signal_modified(db, &key);
     }
 
+    /// Inserts an entry read from a snapshot: no events and no watchers to tell (nobody has
+    /// seen this state yet). False if the key is already there.
+    pub fn load_entry(&mut self, db: usize, key: Blob, value: Value, expire_at: i64) -> bool {
+        if self.dbs[db].table.find(&key).is_some() {
+            return false;
+        }
+        let slot = self.dbs[db].table.insert_new(key, value);
+        if expire_at != 0 {
+            self.set_expire_slot(db, slot, expire_at);
+        }
+        true
+    }
+
     /// Deletes an expired key, with the `expired` event and stats.
     fn expire_slot(&mut self, db: usize, slot: u32) {
         let e = self.remove_slot(db, slot);

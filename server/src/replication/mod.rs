@@ -1,0 +1,309 @@
+//! Durability and replication: the keyspace behind an openraft log on sled.
+//!
+//! ## How a write becomes durable
+//!
+//! ```text
+//! conn: command runs under the keyspace lock (as in memory mode) and records its
+//!       deterministic ops in ks.effects; the connection's ticket = (epoch, frontier seq)
+//! proposer task: takes every recorded op, encodes one batch (codec) -> raft.client_write_ff
+//!       (in order; a few batches in flight; one log flush covers a whole batch = group commit)
+//! commit: when raft answers for a batch, `commit` advances to its last seq
+//! conn: holds its replies until commit >= ticket, then writes them
+//! ```
+//!
+//! The leader executes a command once, on its own keyspace, and the log carries the
+//! operations it produced. Entries a node already holds are skipped on apply: every batch
+//! is tagged with the leadership stint (`epoch`) that produced it and the sequence number
+//! of its first op, and the state remembers how far it got in which epoch (the
+//! *watermark*, also saved in snapshots). Replies of reads wait for the same frontier as
+//! writes, so nothing a client sees is ever a state that the log could lose.
+
+pub mod codec;
+pub mod sm;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use crate::shared::{Shared, State};
+
+/// How many batches may wait for the log at once. More batches in flight lower latency a
+/// little; fewer make each flush cover more writes.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// A point in the stream of recorded operations: the `seq`-th op of leadership `epoch`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ticket {
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+/// Replication bookkeeping that lives in [`State`], under the keyspace lock.
+#[derive(Debug, Default)]
+pub struct ReplState {
+    /// Non-zero while this node leads and may execute writes: ops it records belong here.
+    pub leader_epoch: u64,
+    /// Ops of `leader_epoch` already handed to the proposer.
+    pub taken: u64,
+    /// Watermark when not leading: the last (epoch, seq) applied to this state.
+    pub applied: Ticket,
+    /// The Raft adapter's bookkeeping as of the last applied entry (stored with the state
+    /// so a snapshot's metadata always matches its data; see `redoubt_raft::StateMachine`).
+    pub raft_state: Vec<u8>,
+}
+
+impl ReplState {
+    /// The last op this state includes (what a snapshot records; what apply skips up to).
+    pub fn watermark(&self, recorded_not_taken: usize) -> Ticket {
+        if self.leader_epoch != 0 {
+            Ticket { epoch: self.leader_epoch, seq: self.taken + recorded_not_taken as u64 }
+        } else {
+            self.applied
+        }
+    }
+}
+
+/// The running replication of one node.
+pub struct Replicator {
+    pub raft: redoubt_raft::Raft,
+    pub node_id: u64,
+    pub sm: redoubt_raft::StateMachineStore<sm::ServerSm>,
+    /// Wakes the proposer: something was recorded.
+    wake: Notify,
+    /// The last committed op, published to connections waiting to reply.
+    commit_tx: watch::Sender<Ticket>,
+    /// The frontier (seq of the last recorded op in the current epoch), readable without
+    /// the keyspace lock: a safe over-estimate for replies produced outside a batch.
+    recorded: AtomicU64,
+}
+
+impl Replicator {
+    /// Called under the keyspace lock after a batch ran: the ticket covering everything the
+    /// batch could have seen, and whether the proposer has work.
+    pub fn ticket(&self, st: &State) -> Ticket {
+        if st.repl.leader_epoch == 0 {
+            // Not leading: nothing here waits for this node's log.
+            return Ticket::default();
+        }
+        let fx = st.ks.effects.as_ref().map_or(0, |v| v.len());
+        let t = st.repl.watermark(fx);
+        self.recorded.store(t.seq, Ordering::Relaxed);
+        t
+    }
+
+    /// A ticket for output produced by other connections (served blocked pops, pushes).
+    pub fn current_ticket(&self) -> Ticket {
+        Ticket { epoch: self.commit_tx.borrow().epoch, seq: self.recorded.load(Ordering::Relaxed) }
+    }
+
+    pub fn wake_proposer(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Ticket> {
+        self.commit_tx.subscribe()
+    }
+
+    /// Waits until every op up to `t` is committed. False if that can no longer happen
+    /// (leadership changed: the outcome of those ops is unknown, so the connection closes).
+    pub async fn wait_committed(rx: &mut watch::Receiver<Ticket>, t: Ticket) -> bool {
+        if t.seq == 0 {
+            return true;
+        }
+        match rx.wait_for(|c| c.epoch != t.epoch || c.seq >= t.seq).await {
+            Ok(c) => c.epoch == t.epoch,
+            Err(_) => false,
+        }
+    }
+}
+
+/// Proposed batches awaiting commit, oldest first: the last op of each and its answer.
+type InFlight = VecDeque<(Ticket, CommitRx)>;
+type CommitRx =
+    <<redoubt_raft::TypeConfig as openraft::RaftTypeConfig>::Responder as openraft::raft::responder::Responder<
+        redoubt_raft::TypeConfig,
+    >>::Receiver;
+
+/// Takes every recorded op and proposes it, keeping at most [`MAX_IN_FLIGHT`] batches in
+/// the log's hands; publishes commits in order.
+async fn proposer(shared: Arc<Shared>, repl: Arc<Replicator>) {
+    let mut in_flight: InFlight = VecDeque::new();
+    loop {
+        let can_propose = in_flight.len() < MAX_IN_FLIGHT;
+        tokio::select! {
+            biased;
+            res = async { (&mut in_flight.front_mut().expect("non-empty").1).await }, if !in_flight.is_empty() => {
+                let (t, _) = in_flight.pop_front().expect("non-empty");
+                match res {
+                    Ok(Ok(_)) => {
+                        repl.commit_tx.send_modify(|c| {
+                            if c.epoch == t.epoch && c.seq < t.seq {
+                                c.seq = t.seq;
+                            }
+                        });
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "write not committed; stepping down");
+                        step_down(&shared, &repl);
+                        in_flight.clear();
+                    }
+                    Err(_) => {
+                        tracing::error!("raft stopped while a write was in flight");
+                        step_down(&shared, &repl);
+                        return;
+                    }
+                }
+            }
+            _ = repl.wake.notified(), if can_propose => {
+                propose(&shared, &repl, &mut in_flight).await;
+            }
+            // A safety net for ops recorded without a wake-up (cron, expiry on reads).
+            _ = tokio::time::sleep(Duration::from_millis(10)), if can_propose => {
+                propose(&shared, &repl, &mut in_flight).await;
+            }
+        }
+    }
+}
+
+async fn propose(shared: &Shared, repl: &Replicator, in_flight: &mut InFlight) {
+    let (payload, last) = {
+        let mut st = shared.state.lock();
+        let epoch = st.repl.leader_epoch;
+        let Some(fx) = st.ks.effects.as_mut() else { return };
+        if fx.is_empty() || epoch == 0 {
+            return;
+        }
+        let ops = std::mem::take(fx);
+        let first_seq = st.repl.taken + 1;
+        st.repl.taken += ops.len() as u64;
+        let last = Ticket { epoch, seq: st.repl.taken };
+        repl.recorded.fetch_max(last.seq, Ordering::Relaxed);
+        (codec::encode_batch(codec::Origin { epoch, first_seq }, &ops), last)
+    };
+    // client_write_ff only queues the entry (in call order), so batches enter the log in
+    // the order their ops ran.
+    match repl.raft.client_write_ff(redoubt_raft::Payload(payload)).await {
+        Ok(rx) => in_flight.push_back((last, rx)),
+        Err(e) => {
+            tracing::error!(error = %e, "raft stopped; cannot propose");
+            step_down(shared, repl);
+        }
+    }
+}
+
+/// Leadership was lost (or the log refused a write): stop executing writes, fail every
+/// waiting reply, and put the keyspace back to what the log committed.
+fn step_down(shared: &Shared, repl: &Replicator) {
+    let mut st = shared.state.lock();
+    if st.repl.leader_epoch == 0 {
+        return;
+    }
+    st.repl.leader_epoch = 0;
+    st.ks.effects = None;
+    repl.commit_tx.send_modify(|c| c.epoch = 0);
+    // Single-node durability never gets here short of a fatal storage error; rebuilding
+    // from the log after a lost leadership comes with clustering.
+    tracing::error!("stepped down with uncommitted writes; stopping");
+    std::process::abort();
+}
+
+/// Starts a new leadership stint once this node leads and has applied everything before
+/// it: from here on, ops it records are proposed under a fresh epoch.
+pub fn begin_epoch(shared: &Shared, repl: &Replicator) {
+    let mut st = shared.state.lock();
+    if st.repl.leader_epoch != 0 {
+        return;
+    }
+    // Random, so a restarted node never reuses an epoch its log may still hold.
+    let epoch = loop {
+        let e: u64 = rand::random();
+        if e != 0 && e != st.repl.applied.epoch {
+            break e;
+        }
+    };
+    st.repl.leader_epoch = epoch;
+    st.repl.taken = 0;
+    st.ks.effects = Some(Vec::new());
+    repl.recorded.store(0, Ordering::Relaxed);
+    repl.commit_tx.send_modify(|c| *c = Ticket { epoch, seq: 0 });
+    tracing::info!(epoch, node = repl.node_id, "leading; accepting writes");
+}
+
+/// Opens the log and the latest snapshot in `dir`, loads the keyspace, starts Raft (a
+/// single-node cluster unless `cluster` lists members) and the proposer. Returns when this
+/// node serves clients; afterwards it keeps running in background tasks (and never
+/// returns in the select loop of `run_shared`, where it is polled).
+pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<()> {
+    let (dir, node_id, fsync, cluster) = {
+        let c = shared.config.read();
+        (std::path::PathBuf::from(&c.dir), c.node_id, c.appendfsync.clone(), c.cluster.clone())
+    };
+    if !cluster.is_empty() {
+        anyhow::bail!("--cluster is not supported yet: run a single node (see docs/replication.md)");
+    }
+    std::fs::create_dir_all(&dir)?;
+    let started = std::time::Instant::now();
+    let policy = match fsync.as_str() {
+        "always" => redoubt_raft::log_store::FsyncPolicy::Always,
+        _ => redoubt_raft::log_store::FsyncPolicy::EverySec,
+    };
+    // sled's own periodic flush is off: the log store decides when data reaches the disk.
+    let db = sled::Config::new().path(dir.join("raft-log")).flush_every_ms(None).open()?;
+    let log = redoubt_raft::LogStore::open(&db, policy)?;
+    let app = Arc::new(sm::ServerSm { shared: Arc::downgrade(&shared) });
+    let sm = redoubt_raft::StateMachineStore::open(dir.join("raft-snapshots"), app)?;
+    let config = openraft::Config {
+        cluster_name: "redoubt".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        // Entries are batches of operations; a snapshot every 50k of them bounds replay.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(50_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Default::default()
+    }
+    .validate()?;
+    let network = redoubt_raft::network::Network::new(node_id);
+    let raft = redoubt_raft::Raft::new(node_id, Arc::new(config), network, log, sm.clone()).await?;
+    if !raft.is_initialized().await? {
+        let me = redoubt_raft::NodeAddr { raft_addr: String::new(), client_addr: client_addr.clone() };
+        raft.initialize(std::collections::BTreeMap::from([(node_id, me)])).await?;
+    }
+    let (commit_tx, _) = watch::channel(Ticket::default());
+    let repl = Arc::new(Replicator {
+        raft: raft.clone(),
+        node_id,
+        sm,
+        wake: Notify::new(),
+        commit_tx,
+        recorded: AtomicU64::new(0),
+    });
+    if shared.repl.set(repl.clone()).is_err() {
+        anyhow::bail!("replication already started");
+    }
+    // Ready when leading with every earlier entry applied: the first entry of our own term
+    // (openraft's blank leader entry) is applied.
+    let mut metrics = raft.metrics();
+    loop {
+        let ready = {
+            let m = metrics.borrow_and_update();
+            m.current_leader == Some(node_id)
+                && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
+                && m.state.is_leader()
+        };
+        if ready {
+            break;
+        }
+        metrics.changed().await.map_err(|_| anyhow::anyhow!("raft stopped while starting"))?;
+    }
+    begin_epoch(&shared, &repl);
+    tokio::spawn(proposer(shared.clone(), repl.clone()));
+    shared.loading.store(false, Ordering::Relaxed);
+    let keys: usize = shared.state.lock().ks.dbs.iter().map(|d| d.table.len()).sum();
+    tracing::info!(keys, ms = started.elapsed().as_millis() as u64, dir = %dir.display(), "durable storage loaded");
+    std::future::pending::<()>().await;
+    Ok(())
+}

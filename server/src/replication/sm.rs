@@ -1,0 +1,108 @@
+//! The keyspace as a Raft state machine: what every node does with a committed entry, and
+//! how the keyspace is written to and read from a snapshot.
+
+use std::io;
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+
+use super::codec::{self, SnapshotHeader};
+use super::Ticket;
+use crate::keyspace::Keyspace;
+use crate::shared::Shared;
+
+/// The server side of `redoubt_raft::StateMachine`. Holds the server weakly: the server
+/// owns the Raft instance that owns this.
+pub struct ServerSm {
+    pub shared: Weak<Shared>,
+}
+
+impl ServerSm {
+    fn shared(&self) -> Arc<Shared> {
+        // Raft is shut down before the server state is dropped; reaching this is a bug.
+        self.shared.upgrade().expect("server state outlives its Raft instance")
+    }
+}
+
+impl redoubt_raft::StateMachine for ServerSm {
+    fn apply(&self, entries: &[(u64, &[u8])], raft_state: &[u8]) {
+        let shared = self.shared();
+        let mut st = shared.state.lock();
+        st.repl.raft_state.clear();
+        st.repl.raft_state.extend_from_slice(raft_state);
+        for &(index, payload) in entries {
+            let payload = Bytes::copy_from_slice(payload);
+            let (origin, ops) = match codec::decode_batch(&payload) {
+                Ok(x) => x,
+                Err(e) => {
+                    // The log is checksummed by sled and written by us: a batch that does
+                    // not decode means corrupt storage. Stop loudly rather than diverge.
+                    tracing::error!(index, error = %e, "undecodable log entry; stopping");
+                    std::process::abort();
+                }
+            };
+            let fx = st.ks.effects.as_ref().map_or(0, |v| v.len());
+            let have = st.repl.watermark(fx);
+            // Ops this state already holds: the leader's own (it ran them), or those a
+            // snapshot included.
+            let skip = if origin.epoch == have.epoch { have.seq.saturating_sub(origin.first_seq - 1) } else { 0 };
+            if skip as usize >= ops.len() {
+                continue;
+            }
+            // Ops applied here run through the command table and must not be recorded again.
+            let recording = st.ks.effects.take();
+            for (i, op) in ops.iter().enumerate().skip(skip as usize) {
+                if let Err(e) = crate::replay::apply(&shared, &mut st, op) {
+                    // A recorded op that the table refuses: same build on every node, so
+                    // this is a bug or corruption.
+                    tracing::error!(index, error = %e.text(), "log entry refused by the command table; stopping");
+                    std::process::abort();
+                }
+                st.repl.applied = Ticket { epoch: origin.epoch, seq: origin.first_seq + i as u64 };
+            }
+            st.ks.effects = recording;
+        }
+        if !st.ks.ready.is_empty() {
+            crate::conn::serve_ready(&shared, &mut st);
+        }
+        let events = std::mem::take(&mut st.ks.events);
+        drop(st);
+        if !events.is_empty() {
+            let flags = shared.config.read().notify_keyspace_events;
+            shared.publish_events(events, flags);
+        }
+    }
+
+    async fn snapshot(&self) -> io::Result<(Vec<u8>, Vec<u8>)> {
+        let shared = self.shared();
+        let st = shared.state.lock();
+        let fx = st.ks.effects.as_ref().map_or(0, |v| v.len());
+        let w = st.repl.watermark(fx);
+        let mut out = Vec::with_capacity(st.ks.dbs.iter().map(|d| d.table.len()).sum::<usize>() * 48 + 64);
+        let raft_state = st.repl.raft_state.clone();
+        codec::write_snapshot(
+            &st.ks,
+            &SnapshotHeader { epoch: w.epoch, seq: w.seq, raft_state: raft_state.clone() },
+            &mut out,
+        );
+        Ok((out, raft_state))
+    }
+
+    fn restore(&self, data: &mut dyn io::Read) -> io::Result<Vec<u8>> {
+        let shared = self.shared();
+        let databases = shared.config.read().databases;
+        let mut fresh = Keyspace::new(databases);
+        let header = codec::read_snapshot(&mut fresh, data)?;
+        let mut st = shared.state.lock();
+        // Whatever this node held is replaced: watchers of any key are invalidated, as a
+        // FLUSHALL would.
+        for db in 0..st.ks.dbs.len() {
+            st.ks.flush_db(db);
+        }
+        std::mem::swap(&mut st.ks.dbs, &mut fresh.dbs);
+        st.repl.applied = Ticket { epoch: header.epoch, seq: header.seq };
+        st.repl.raft_state = header.raft_state.clone();
+        st.ks.events.clear();
+        Ok(header.raft_state)
+    }
+}

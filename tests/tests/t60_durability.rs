@@ -1,0 +1,272 @@
+//! Durability of a single node (`--durability raft`, the default): acknowledged writes
+//! survive `kill -9`, restart loads the latest snapshot and replays the log behind it, and
+//! the RAFT introspection commands answer.
+//!
+//! Every test runs the real `redoubt` binary as a child process on a free port with its own
+//! `--dir`, and kills it with SIGKILL: no shutdown code runs, so only what reached the disk
+//! before a reply counts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redoubt_tests::{free_port, redoubt_bin, Conn, TempDir, Value};
+
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Node {
+    /// Starts redoubt on `dir` and waits until it serves (PING answers PONG, not LOADING).
+    fn start(dir: &Path, extra: &[&str]) -> Node {
+        let port = free_port();
+        let log = dir.join(format!("server-{port}.log"));
+        let child = Command::new(redoubt_bin())
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
+            .arg(dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn redoubt");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut node = Node { child, addr, log };
+        node.wait_ready(Duration::from_secs(30));
+        node
+    }
+
+    fn wait_ready(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("redoubt exited at startup ({st}):\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            }
+            if std::net::TcpStream::connect(self.addr).is_ok() {
+                let mut c = Conn::connect(self.addr);
+                if let Ok(Value::Simple(s)) = c.try_cmd(&["PING"]) {
+                    if s == b"PONG" {
+                        return;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "redoubt not ready within {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn conn(&self) -> Conn {
+        Conn::connect(self.addr)
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(i) => *i,
+        other => panic!("expected an integer, got {other:?}"),
+    }
+}
+
+fn bulk(v: &Value) -> Vec<u8> {
+    match v {
+        Value::Bulk(b) => b.to_vec(),
+        other => panic!("expected a bulk string, got {other:?}"),
+    }
+}
+
+/// `RAFT INFO` as field -> value.
+fn raft_info(c: &mut Conn) -> std::collections::HashMap<String, String> {
+    let v = c.cmd(&["RAFT", "INFO"]);
+    let text = match v {
+        Value::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+        Value::Verbatim(_, b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("RAFT INFO: {other:?}"),
+    };
+    text.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
+}
+
+/// A mixed write load over several types and databases; returns what must be there.
+fn write_load(c: &mut Conn, n: usize) {
+    let mut cmds: Vec<Vec<String>> = Vec::new();
+    for i in 0..n {
+        cmds.push(vec!["SET".into(), format!("key:{i}"), format!("value:{i}")]);
+        cmds.push(vec!["INCR".into(), "counter".into()]);
+        cmds.push(vec!["RPUSH".into(), "list".into(), i.to_string()]);
+        cmds.push(vec!["HSET".into(), "hash".into(), format!("f{i}"), i.to_string()]);
+        cmds.push(vec!["ZADD".into(), "zset".into(), i.to_string(), format!("m{i}")]);
+    }
+    for chunk in cmds.chunks(500) {
+        let replies = c.pipeline(chunk).expect("pipeline");
+        assert!(replies.iter().all(|r| !r.is_error()), "write errors: {replies:?}");
+    }
+    c.cmd(&["SET", "ttl-key", "v", "EX", "1000"]);
+    c.cmd(&["SELECT", "3"]);
+    c.cmd(&["SADD", "set-in-db3", "a", "b", "c"]);
+    c.cmd(&["SELECT", "0"]);
+    c.cmd(&["SET", "deleted", "x"]);
+    c.cmd(&["DEL", "deleted"]);
+}
+
+fn check_load(c: &mut Conn, n: usize) {
+    assert_eq!(int(&c.cmd(&["GET", "counter"]).as_int_from_bulk()), n as i64);
+    assert_eq!(bulk(&c.cmd(&["GET", &format!("key:{}", n - 1)])), format!("value:{}", n - 1).into_bytes());
+    assert_eq!(int(&c.cmd(&["LLEN", "list"])), n as i64);
+    assert_eq!(int(&c.cmd(&["HLEN", "hash"])), n as i64);
+    assert_eq!(int(&c.cmd(&["ZCARD", "zset"])), n as i64);
+    let ttl = int(&c.cmd(&["TTL", "ttl-key"]));
+    assert!((900..=1000).contains(&ttl), "TTL after restart: {ttl}");
+    assert_eq!(int(&c.cmd(&["EXISTS", "deleted"])), 0);
+    c.cmd(&["SELECT", "3"]);
+    assert_eq!(int(&c.cmd(&["SCARD", "set-in-db3"])), 3);
+    c.cmd(&["SELECT", "0"]);
+    assert_eq!(int(&c.cmd(&["DBSIZE"])), n as i64 + 5);
+}
+
+trait AsIntFromBulk {
+    fn as_int_from_bulk(&self) -> Value;
+}
+
+impl AsIntFromBulk for Value {
+    fn as_int_from_bulk(&self) -> Value {
+        match self {
+            Value::Bulk(b) => Value::Int(String::from_utf8_lossy(b).parse().expect("integer string")),
+            other => other.clone(),
+        }
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let dir = TempDir::new("redoubt-t60");
+    let node = Node::start(dir.path(), &[]);
+    let mut c = node.conn();
+    write_load(&mut c, 300);
+    check_load(&mut c, 300);
+    drop(c);
+    node.kill9();
+
+    let node = Node::start(dir.path(), &[]);
+    let mut c = node.conn();
+    check_load(&mut c, 300);
+    // The restarted node keeps accepting writes on top of what it loaded.
+    assert_eq!(int(&c.cmd(&["INCR", "counter"])), 301);
+    drop(c);
+    node.kill9();
+    let node = Node::start(dir.path(), &[]);
+    assert_eq!(bulk(&node.conn().cmd(&["GET", "counter"])), b"301".to_vec());
+}
+
+#[test]
+fn restart_loads_snapshot_and_replays_the_tail() {
+    let dir = TempDir::new("redoubt-t60");
+    let node = Node::start(dir.path(), &[]);
+    let mut c = node.conn();
+    write_load(&mut c, 200);
+    assert_eq!(c.cmd(&["RAFT", "SNAPSHOT"]), Value::Simple(b"Snapshot started".to_vec()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while raft_info(&mut c)["snapshot_index"] == "0" {
+        assert!(Instant::now() < deadline, "no snapshot within 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Writes after the snapshot live only in the log.
+    c.cmd(&["SET", "after-snapshot", "yes"]);
+    c.cmd(&["INCRBY", "counter", "1000"]);
+    drop(c);
+    node.kill9();
+
+    let node = Node::start(dir.path(), &[]);
+    let mut c = node.conn();
+    let info = raft_info(&mut c);
+    assert_ne!(info["snapshot_index"], "0", "{info:?}");
+    assert_eq!(bulk(&c.cmd(&["GET", "after-snapshot"])), b"yes".to_vec());
+    assert_eq!(bulk(&c.cmd(&["GET", "counter"])), b"1200".to_vec());
+    assert_eq!(int(&c.cmd(&["LLEN", "list"])), 200);
+}
+
+#[test]
+fn raft_info_and_nodes_describe_a_single_node() {
+    let dir = TempDir::new("redoubt-t60");
+    let node = Node::start(dir.path(), &["--node-id", "7"]);
+    let mut c = node.conn();
+    c.cmd(&["SET", "k", "v"]);
+    let info = raft_info(&mut c);
+    for field in [
+        "node_id",
+        "role",
+        "leader_id",
+        "leader_addr",
+        "term",
+        "commit_index",
+        "applied_index",
+        "last_log_index",
+        "snapshot_index",
+        "members",
+        "learners",
+    ] {
+        assert!(info.contains_key(field), "RAFT INFO lacks {field}: {info:?}");
+    }
+    assert_eq!(info["node_id"], "7");
+    assert_eq!(info["role"], "leader");
+    assert_eq!(info["leader_id"], "7");
+    assert_eq!(info["leader_addr"], node.addr.to_string());
+    assert_eq!(info["members"], "7");
+    assert!(info["applied_index"].parse::<u64>().unwrap() >= 2);
+    let nodes = match c.cmd(&["RAFT", "NODES"]) {
+        Value::Bulk(b) | Value::Verbatim(_, b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("RAFT NODES: {other:?}"),
+    };
+    assert!(nodes.starts_with(&format!("7 {} ", node.addr)), "{nodes}");
+    assert!(nodes.contains(" leader "), "{nodes}");
+    let persistence = bulk(&c.cmd(&["INFO", "persistence"]));
+    let persistence = String::from_utf8_lossy(&persistence);
+    assert!(persistence.contains("loading:0"), "{persistence}");
+    assert!(persistence.contains("durability:raft"), "{persistence}");
+}
+
+#[test]
+fn everysec_acknowledges_and_survives_a_clean_restart() {
+    let dir = TempDir::new("redoubt-t60");
+    let node = Node::start(dir.path(), &["--appendfsync", "everysec"]);
+    let mut c = node.conn();
+    write_load(&mut c, 100);
+    // everysec's loss window is one second: after it, the writes are on disk.
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(c);
+    node.kill9();
+    let node = Node::start(dir.path(), &["--appendfsync", "everysec"]);
+    check_load(&mut node.conn(), 100);
+}
+
+#[test]
+fn durability_none_writes_nothing_to_disk() {
+    let dir = TempDir::new("redoubt-t60");
+    let node = Node::start(dir.path(), &["--durability", "none"]);
+    let mut c = node.conn();
+    c.cmd(&["SET", "k", "v"]);
+    assert!(c.cmd(&["RAFT", "INFO"]).is_error());
+    drop(c);
+    node.kill9();
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".log"))
+        .collect();
+    assert!(entries.is_empty(), "files written in memory mode: {entries:?}");
+}
