@@ -258,6 +258,7 @@ mod tests {
         let h = read_snapshot(&mut back, &mut &out[..]).unwrap();
         assert_eq!(h, header);
         assert_eq!(back.dbs[0].table.len() + back.dbs[5].table.len(), 2);
+        back.now_ms = 1000;
         assert_eq!(back.expire_at(5, b"b"), Some(99_999));
         let mut bad = out.clone();
         bad[20] ^= 1;
