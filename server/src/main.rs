@@ -74,10 +74,11 @@ fn main() {
 
     // `io-threads` sizes the runtime: 1 (Redis's default) runs every connection on one
     // thread, like Redis's event loop; more spreads connections over worker threads.
-    let rt = if config.io_threads <= 1 {
+    let workers = config.effective_io_threads();
+    let rt = if workers <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(config.io_threads as usize).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread().worker_threads(workers as usize).enable_all().build()
     }
     .expect("tokio runtime");
     if let Err(e) = rt.block_on(serve(config)) {
