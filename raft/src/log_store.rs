@@ -53,6 +53,12 @@ pub enum FsyncPolicy {
     EverySec,
 }
 
+/// Called with the payload of the last normal entry of each append once that append is
+/// durable on this node (after its flush with `Always`, at once with `EverySec`). A node
+/// that is the only voter may treat that as committed and answer its clients without
+/// waiting for openraft's commit-and-apply round trip.
+pub type DurableHook = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
 /// The sled-backed Raft log and vote store (`RaftLogStorage` for openraft's storage-v2).
 ///
 /// Handed to `Raft::new` by value; openraft serializes every write through `&mut self`.
@@ -74,7 +80,26 @@ pub struct LogStore {
     /// flushes once for every callback queued meanwhile. openraft's core does not wait for
     /// the disk (it may call back "after this method returns"), so it keeps accepting and
     /// batching writes while a flush runs.
-    sync_tx: Option<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>,
+    sync_tx: Option<std::sync::mpsc::Sender<Durable>>,
+    sync_thread: Option<std::thread::JoinHandle<()>>,
+    hook: Option<DurableHook>,
+}
+
+impl Drop for LogStore {
+    /// Stops the group-commit thread and waits for it: it holds the sled db (and with it the
+    /// directory's lock), which a restart in the same process must be able to take again.
+    fn drop(&mut self) {
+        self.sync_tx = None;
+        if let Some(t) = self.sync_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An append waiting for the group commit: openraft's callback and what the hook gets.
+struct Durable {
+    callback: LogFlushed<TypeConfig>,
+    last_payload: Option<Vec<u8>>,
 }
 
 /// A cheap read-only handle on the log (it shares the sled tree), used by openraft's
@@ -88,21 +113,32 @@ impl LogStore {
     /// Opens (or creates) the log in `db`. With [`FsyncPolicy::EverySec`] it spawns the
     /// background flusher, so it must then be called inside a tokio runtime.
     pub fn open(db: &sled::Db, fsync: FsyncPolicy) -> Result<LogStore, StorageError> {
+        Self::open_with_hook(db, fsync, None)
+    }
+
+    /// [`LogStore::open`] with a [`DurableHook`].
+    pub fn open_with_hook(
+        db: &sled::Db,
+        fsync: FsyncPolicy,
+        hook: Option<DurableHook>,
+    ) -> Result<LogStore, StorageError> {
         let log = db.open_tree(LOG_TREE).map_err(|e| StorageIOError::read_logs(&e))?;
         let meta = db.open_tree(META_TREE).map_err(|e| StorageIOError::read_logs(&e))?;
         let dirty = Arc::new(AtomicBool::new(false));
         let flush_failed = Arc::new(AtomicBool::new(false));
         let mut sync_tx = None;
+        let mut sync_thread = None;
         let stop_flusher = match fsync {
             FsyncPolicy::Always => {
                 let (tx, rx) = std::sync::mpsc::channel();
-                let (db, failed) = (db.clone(), flush_failed.clone());
+                let (db, failed, hook) = (db.clone(), flush_failed.clone(), hook.clone());
                 // Ends when the store (the only sender) is dropped.
-                std::thread::Builder::new()
+                let t = std::thread::Builder::new()
                     .name("raft-log-sync".into())
-                    .spawn(move || group_commit(db, rx, failed))
+                    .spawn(move || group_commit(db, rx, failed, hook))
                     .map_err(|e| StorageIOError::write_logs(&e))?;
                 sync_tx = Some(tx);
+                sync_thread = Some(t);
                 None
             }
             FsyncPolicy::EverySec => {
@@ -125,6 +161,8 @@ impl LogStore {
             flush_failed,
             _stop_flusher: stop_flusher,
             sync_tx,
+            sync_thread,
+            hook,
         })
     }
 
@@ -230,7 +268,12 @@ fn read_meta<T: DeserializeOwned>(meta: &sled::Tree, key: &[u8]) -> Result<Optio
 /// call), then reports each durable, in append order. A plain blocking `flush` on one
 /// dedicated thread costs far less than `flush_async`, which hops through sled's I/O pool
 /// for every call (measured: ~2x the flushes per second).
-fn group_commit(db: sled::Db, rx: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>, failed: Arc<AtomicBool>) {
+fn group_commit(
+    db: sled::Db,
+    rx: std::sync::mpsc::Receiver<Durable>,
+    failed: Arc<AtomicBool>,
+    hook: Option<DurableHook>,
+) {
     let mut waiting = Vec::new();
     while let Ok(first) = rx.recv() {
         waiting.push(first);
@@ -241,10 +284,16 @@ fn group_commit(db: sled::Db, rx: std::sync::mpsc::Receiver<LogFlushed<TypeConfi
         if res.is_err() {
             failed.store(true, Ordering::Release);
         }
-        for cb in waiting.drain(..) {
+        // The hook first: it is the fast path to the clients; openraft's own commit follows.
+        if let (Ok(_), Some(hook)) = (&res, &hook) {
+            if let Some(p) = waiting.iter().rev().find_map(|d: &Durable| d.last_payload.as_deref()) {
+                hook(p);
+            }
+        }
+        for d in waiting.drain(..) {
             match &res {
-                Ok(_) => cb.log_io_completed(Ok(())),
-                Err(e) => cb.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+                Ok(_) => d.callback.log_io_completed(Ok(())),
+                Err(e) => d.callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
             }
         }
         if let Err(e) = res {
@@ -356,9 +405,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // One sled batch for everything openraft hands in: sled applies it atomically and the
         // single flush below covers all of it (group commit).
         let mut batch = sled::Batch::default();
+        let mut last_payload = None;
         for entry in entries {
             let bytes = encode(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
             batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
+            if self.hook.is_some() {
+                if let openraft::EntryPayload::Normal(p) = entry.payload {
+                    last_payload = Some(p.0);
+                }
+            }
         }
         self.reader.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
 
@@ -367,7 +422,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 // Durable once the group-commit task's next flush completes; it reports an
                 // I/O failure through the callback, which stops the node.
                 let tx = self.sync_tx.as_ref().expect("Always has a group-commit task");
-                if let Err(std::sync::mpsc::SendError(callback)) = tx.send(callback) {
+                if let Err(std::sync::mpsc::SendError(Durable { callback, .. })) =
+                    tx.send(Durable { callback, last_payload })
+                {
                     let e = AnyError::error("group-commit task stopped");
                     callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
                     return Err(StorageIOError::write_logs(&e).into());
@@ -376,6 +433,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             FsyncPolicy::EverySec => {
                 self.dirty.store(true, Ordering::Release);
                 callback.log_io_completed(Ok(()));
+                if let (Some(hook), Some(p)) = (&self.hook, &last_payload) {
+                    hook(p);
+                }
             }
         }
         Ok(())

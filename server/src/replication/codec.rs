@@ -41,6 +41,23 @@ pub fn encode_batch(origin: Origin, ops: &[Op]) -> Vec<u8> {
     out
 }
 
+/// The epoch and the sequence number of the last op of a batch, from its header alone.
+pub fn batch_last(payload: &[u8]) -> Option<(u64, u64)> {
+    if payload.len() < 18 || payload[0] != BATCH_VERSION {
+        return None;
+    }
+    let epoch = u64::from_le_bytes(payload[1..9].try_into().ok()?);
+    let first = u64::from_le_bytes(payload[9..17].try_into().ok()?);
+    let mut n = 0u64;
+    for (i, &b) in payload[17..].iter().take(10).enumerate() {
+        n |= ((b & 0x7f) as u64) << (7 * i);
+        if b & 0x80 == 0 {
+            return (n > 0).then(|| (epoch, first + n - 1));
+        }
+    }
+    None
+}
+
 /// Decodes a payload written by [`encode_batch`]; arguments borrow from `payload`.
 pub fn decode_batch(payload: &Bytes) -> io::Result<(Origin, Vec<Op>)> {
     let mut r = Cursor { b: payload, pos: 0 };
@@ -234,6 +251,7 @@ mod tests {
         let enc = Bytes::from(encode_batch(origin, &ops));
         let (o, back) = decode_batch(&enc).unwrap();
         assert_eq!(o, origin);
+        assert_eq!(batch_last(&enc), Some((42, 9)));
         assert_eq!(back.len(), 3);
         for (a, b) in ops.iter().zip(&back) {
             assert_eq!((a.db, a.now_ms, &a.argv), (b.db, b.now_ms, &b.argv));

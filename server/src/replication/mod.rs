@@ -80,6 +80,8 @@ pub struct Replicator {
     /// The frontier (seq of the last recorded op in the current epoch), readable without
     /// the keyspace lock: a safe over-estimate for replies produced outside a batch.
     recorded: AtomicU64,
+    /// True while this node is the only voter: a batch flushed here is committed.
+    sole_voter: std::sync::atomic::AtomicBool,
 }
 
 impl Replicator {
@@ -133,18 +135,27 @@ type CommitRx =
 /// the log's hands; publishes commits in order.
 async fn proposer(shared: Arc<Shared>, repl: Arc<Replicator>) {
     let mut in_flight: InFlight = VecDeque::new();
+    let mut commits = repl.subscribe();
     loop {
-        let can_propose = in_flight.len() < MAX_IN_FLIGHT;
+        // A batch stops counting against the limit once it is committed, which for a sole
+        // voter happens when its flush completes (the durable hook), before openraft's own
+        // answer arrives.
+        let committed = *commits.borrow_and_update();
+        let waiting = in_flight.iter().filter(|(t, _)| t.epoch != committed.epoch || t.seq > committed.seq).count();
+        let can_propose = waiting < MAX_IN_FLIGHT;
         tokio::select! {
             biased;
+            _ = commits.changed(), if !can_propose => {}
             res = async { (&mut in_flight.front_mut().expect("non-empty").1).await }, if !in_flight.is_empty() => {
                 let (t, _) = in_flight.pop_front().expect("non-empty");
                 match res {
                     Ok(Ok(_)) => {
-                        repl.commit_tx.send_modify(|c| {
-                            if c.epoch == t.epoch && c.seq < t.seq {
+                        repl.commit_tx.send_if_modified(|c| {
+                            let newer = c.epoch == t.epoch && c.seq < t.seq;
+                            if newer {
                                 c.seq = t.seq;
                             }
+                            newer
                         });
                     }
                     Ok(Err(e)) => {
@@ -254,7 +265,27 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
     };
     // sled's own periodic flush is off: the log store decides when data reaches the disk.
     let db = sled::Config::new().path(dir.join("raft-log")).flush_every_ms(None).open()?;
-    let log = redoubt_raft::LogStore::open(&db, policy)?;
+    // The fast path of a sole voter: a batch is committed once it is on this node's disk, so
+    // its clients get their replies right after the flush.
+    let weak = Arc::downgrade(&shared);
+    let hook: redoubt_raft::log_store::DurableHook = Arc::new(move |payload: &[u8]| {
+        let Some(shared) = weak.upgrade() else { return };
+        let Some(repl) = shared.repl.get() else { return };
+        if !repl.sole_voter.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(last) = codec::batch_last(payload) {
+            let last = Ticket { epoch: last.0, seq: last.1 };
+            repl.commit_tx.send_if_modified(|c| {
+                let newer = c.epoch == last.epoch && c.seq < last.seq;
+                if newer {
+                    c.seq = last.seq;
+                }
+                newer
+            });
+        }
+    });
+    let log = redoubt_raft::LogStore::open_with_hook(&db, policy, Some(hook))?;
     let app = Arc::new(sm::ServerSm { shared: Arc::downgrade(&shared) });
     let sm = redoubt_raft::StateMachineStore::open(dir.join("raft-snapshots"), app)?;
     let config = openraft::Config {
@@ -282,6 +313,7 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
         wake: Notify::new(),
         commit_tx,
         recorded: AtomicU64::new(0),
+        sole_voter: std::sync::atomic::AtomicBool::new(false),
     });
     if shared.repl.set(repl.clone()).is_err() {
         anyhow::bail!("replication already started");
@@ -301,6 +333,8 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
         }
         metrics.changed().await.map_err(|_| anyhow::anyhow!("raft stopped while starting"))?;
     }
+    let sole = raft.metrics().borrow().membership_config.membership().voter_ids().eq([node_id]);
+    repl.sole_voter.store(sole, Ordering::Release);
     begin_epoch(&shared, &repl);
     tokio::spawn(proposer(shared.clone(), repl.clone()));
     shared.loading.store(false, Ordering::Relaxed);
