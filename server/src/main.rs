@@ -82,7 +82,7 @@ fn main() {
     }
     .expect("tokio runtime");
     if let Err(e) = rt.block_on(serve(config)) {
-        tracing::error!(error = %e, "fatal");
+        tracing::error!(error = format!("{e:#}"), "fatal");
         std::process::exit(1);
     }
 }
