@@ -386,6 +386,9 @@ impl Connection {
     async fn await_commit(&mut self) -> bool {
         let Some(repl) = self.shared.repl.get() else { return true };
         let ticket = std::mem::take(&mut self.ticket);
+        if repl.ack_on_execute.load(Ordering::Relaxed) {
+            return true;
+        }
         let rx = self.commit_rx.get_or_insert_with(|| repl.subscribe());
         {
             let c = rx.borrow();

@@ -226,8 +226,17 @@ fn raft_info_and_nodes_describe_a_single_node() {
     assert_eq!(info["leader_id"], "7");
     assert_eq!(info["leader_addr"], node.addr.to_string());
     assert_eq!(info["members"], "7");
-    // The reply came once the entry was durable; openraft may apply it a moment later.
-    assert!(info["last_log_index"].parse::<u64>().unwrap() >= 2, "{info:?}");
+    // The reply came once the entry was durable; openraft's metrics catch up a moment later.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let info = raft_info(&mut c);
+        if info["applied_index"].parse::<u64>().unwrap() >= 2 {
+            assert!(info["last_log_index"].parse::<u64>().unwrap() >= 2, "{info:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the SET never shows in RAFT INFO: {info:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let nodes = match c.cmd(&["RAFT", "NODES"]) {
         Value::Bulk(b) | Value::Verbatim(_, b) => String::from_utf8_lossy(&b).into_owned(),
         other => panic!("RAFT NODES: {other:?}"),

@@ -82,6 +82,10 @@ pub struct Replicator {
     recorded: AtomicU64,
     /// True while this node is the only voter: a batch flushed here is committed.
     sole_voter: std::sync::atomic::AtomicBool,
+    /// `appendfsync everysec` on a sole voter: replies do not wait for the log at all, as
+    /// Redis's everysec acknowledges before its fsync. The loss window (about a second of
+    /// acknowledged writes on any crash) is the documented price.
+    pub ack_on_execute: std::sync::atomic::AtomicBool,
 }
 
 impl Replicator {
@@ -314,6 +318,7 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
         commit_tx,
         recorded: AtomicU64::new(0),
         sole_voter: std::sync::atomic::AtomicBool::new(false),
+        ack_on_execute: std::sync::atomic::AtomicBool::new(false),
     });
     if shared.repl.set(repl.clone()).is_err() {
         anyhow::bail!("replication already started");
@@ -335,6 +340,7 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
     }
     let sole = raft.metrics().borrow().membership_config.membership().voter_ids().eq([node_id]);
     repl.sole_voter.store(sole, Ordering::Release);
+    repl.ack_on_execute.store(sole && policy == redoubt_raft::log_store::FsyncPolicy::EverySec, Ordering::Release);
     begin_epoch(&shared, &repl);
     tokio::spawn(proposer(shared.clone(), repl.clone()));
     shared.loading.store(false, Ordering::Relaxed);
