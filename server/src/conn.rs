@@ -82,6 +82,8 @@ enum Flow {
     Block(BlockRequest, Vec<Bytes>),
     /// CLIENT PAUSE is in effect for this command: retry it later.
     Paused(Vec<Bytes>),
+    /// A write on a follower: the leader runs it.
+    Forward(Vec<Bytes>),
 }
 
 /// Serves one accepted connection until it closes.
@@ -222,6 +224,16 @@ impl Connection {
                 Flow::Paused(argv) => {
                     self.wait_unpaused().await;
                     pending = Some(argv);
+                    continue;
+                }
+                Flow::Forward(argv) => {
+                    let r =
+                        crate::replication::cluster::forward(&self.shared, self.conn.db, self.conn.resp3, &argv).await;
+                    match r {
+                        Ok(reply) => out.raw(&reply),
+                        Err(Some(e)) => out.error(&e),
+                        Err(None) => return Ok(()),
+                    }
                     continue;
                 }
                 Flow::Continue => {}
@@ -443,6 +455,24 @@ impl Connection {
                 if self.paused_for(spec) {
                     self.conn.reply_mode = mode_before;
                     return Flow::Paused(argv);
+                }
+                // A follower of a cluster runs no write itself: the leader does (and its log
+                // brings the result here).
+                if st.repl.leader_epoch == 0 && shared.repl.get().is_some_and(|r| r.clustered) {
+                    if spec.is_write() {
+                        return Flow::Forward(argv);
+                    }
+                    if spec.name == "exec"
+                        && self
+                            .conn
+                            .multi
+                            .as_ref()
+                            .is_some_and(|q| q.iter().any(|a| cmd::lookup(&a[0]).is_some_and(|s| s.is_write())))
+                    {
+                        self.conn.multi = None;
+                        out.error("READONLY You can't write against a read only replica. (MULTI with writes must run on the leader)");
+                        return Flow::Continue;
+                    }
                 }
                 let shown = match (spec.subcommands.is_empty(), argv.get(1)) {
                     (false, Some(sub)) => cmd::lookup_sub(spec, sub).unwrap_or(spec),
@@ -774,7 +804,8 @@ pub fn oom_check(shared: &Shared, ks: &mut Keyspace) -> Result<(), CmdError> {
         let c = shared.config.read();
         (c.maxmemory, c.maxmemory_samples as usize)
     };
-    if maxmemory == 0 {
+    // A replica does not evict on its own (its writes come from the leader's log).
+    if maxmemory == 0 || ks.replica {
         return Ok(());
     }
     let mut guard = 0;

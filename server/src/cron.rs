@@ -33,11 +33,11 @@ pub fn tick(shared: &Shared) {
         st.ks.now_ms = now_ms();
         let dbs = st.ks.dbs.len();
         for db in 0..dbs {
-            if st.ks.dbs[db].expires > 0 {
+            if st.ks.dbs[db].expires > 0 && !st.ks.replica {
                 st.ks.active_expire(db, EXPIRE_SAMPLES * effort);
             }
         }
-        if maxmemory > 0 {
+        if maxmemory > 0 && !st.ks.replica {
             let _ = crate::conn::oom_check(shared, &mut st.ks);
         }
         if !st.ks.ready.is_empty() {

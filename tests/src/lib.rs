@@ -511,6 +511,75 @@ pub fn redoubt_bin() -> PathBuf {
     bin
 }
 
+/// redoubt as a child process (the binary cargo built), on a free port with its own
+/// `--dir`: for tests that kill it (`kill -9`) and start it again on the same data.
+pub struct Node {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Node {
+    /// Starts redoubt on `dir` and waits until it serves (PING answers PONG, not LOADING).
+    pub fn start(dir: &Path, extra: &[&str]) -> Node {
+        Node::start_on(free_port(), dir, extra)
+    }
+
+    /// Like [`Node::start`] on a given client port.
+    pub fn start_on(port: u16, dir: &Path, extra: &[&str]) -> Node {
+        let log = dir.join(format!("server-{port}.log"));
+        let child = std::process::Command::new(redoubt_bin())
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
+            .arg(dir)
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn redoubt");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut node = Node { child, addr, log };
+        node.wait_ready(std::time::Duration::from_secs(30));
+        node
+    }
+
+    pub fn wait_ready(&mut self, within: std::time::Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("redoubt exited at startup ({st}):\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            }
+            if std::net::TcpStream::connect(self.addr).is_ok() {
+                let mut c = Conn::connect(self.addr);
+                if let Ok(Value::Simple(s)) = c.try_cmd(&["PING"]) {
+                    if s == b"PONG" {
+                        return;
+                    }
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "redoubt not ready within {within:?}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn conn(&self) -> Conn {
+        Conn::connect(self.addr)
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }

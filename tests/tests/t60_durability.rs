@@ -6,75 +6,9 @@
 //! `--dir`, and kills it with SIGKILL: no shutdown code runs, so only what reached the disk
 //! before a reply counts.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use redoubt_tests::{free_port, redoubt_bin, Conn, TempDir, Value};
-
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Node {
-    /// Starts redoubt on `dir` and waits until it serves (PING answers PONG, not LOADING).
-    fn start(dir: &Path, extra: &[&str]) -> Node {
-        let port = free_port();
-        let log = dir.join(format!("server-{port}.log"));
-        let child = Command::new(redoubt_bin())
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
-            .arg(dir)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn redoubt");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut node = Node { child, addr, log };
-        node.wait_ready(Duration::from_secs(30));
-        node
-    }
-
-    fn wait_ready(&mut self, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("redoubt exited at startup ({st}):\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
-            }
-            if std::net::TcpStream::connect(self.addr).is_ok() {
-                let mut c = Conn::connect(self.addr);
-                if let Ok(Value::Simple(s)) = c.try_cmd(&["PING"]) {
-                    if s == b"PONG" {
-                        return;
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "redoubt not ready within {within:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn conn(&self) -> Conn {
-        Conn::connect(self.addr)
-    }
-
-    /// SIGKILL: no flush, no goodbye.
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use redoubt_tests::{Conn, Node, TempDir, Value};
 
 fn int(v: &Value) -> i64 {
     match v {

@@ -54,8 +54,16 @@ fn raft(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         let members = m.membership_config.membership();
         let voters: Vec<String> = members.voter_ids().map(|i| i.to_string()).collect();
         let learners: Vec<String> = members.learner_ids().map(|i| i.to_string()).collect();
-        let leader_addr =
-            m.current_leader.and_then(|l| members.get_node(&l)).map_or(String::new(), |n| n.client_addr.clone());
+        let leader_addr = m
+            .current_leader
+            .and_then(|l| members.get_node(&l))
+            .map(|n| n.client_addr.clone())
+            .filter(|a| !a.is_empty())
+            .or_else(|| {
+                let cached = repl.leader_client_addr.lock();
+                cached.as_ref().filter(|(id, _)| Some(*id) == m.current_leader).map(|(_, a)| a.clone())
+            })
+            .unwrap_or_default();
         let idx = |l: Option<openraft::LogId<u64>>| l.map_or(0, |l| l.index);
         let _ = write!(
             s,

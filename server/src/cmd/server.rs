@@ -246,6 +246,23 @@ fn info_section(ctx: &mut Ctx, sec: &str, t: &mut String) {
             );
         }
         "replication" => {
+            // A cluster follower reports itself as a replica of the leader, as Redis does.
+            let follower = srv.repl.get().filter(|r| r.clustered && !r.raft.metrics().borrow().state.is_leader());
+            if let Some(repl) = follower {
+                let leader = repl.leader_client_addr.lock().clone();
+                let (host, port) = leader
+                    .as_ref()
+                    .and_then(|(_, a)| a.rsplit_once(':'))
+                    .map_or((String::new(), String::from("0")), |(h, p)| (h.to_string(), p.to_string()));
+                kv("role", "slave".into());
+                kv("master_host", host);
+                kv("master_port", port);
+                kv("master_link_status", if leader.is_some() { "up" } else { "down" }.into());
+                kv("connected_slaves", "0".into());
+                kv("master_replid", srv.run_id.clone());
+                kv("master_repl_offset", "0".into());
+                return;
+            }
             kv("role", "master".into());
             kv("connected_slaves", "0".into());
             kv("master_failover_state", "no-failover".into());

@@ -312,6 +312,9 @@ pub struct Keyspace {
     pub lfu_decay_time: u32,
     /// Deterministic operations produced by writes, when someone consumes them.
     pub effects: Option<Vec<Op>>,
+    /// A replica never deletes on its own: expired keys are hidden from reads, and only the
+    /// leader's DEL (through the log) removes them. No active expiry, no eviction.
+    pub replica: bool,
     pub rng: SmallRng,
 }
 
@@ -332,6 +335,7 @@ impl Keyspace {
             lfu_log_factor: 10,
             lfu_decay_time: 1,
             effects: None,
+            replica: false,
             rng: SmallRng::from_entropy(),
         }
     }
@@ -351,7 +355,9 @@ impl Keyspace {
         let slot = self.dbs[db].table.find(key)?;
         let e = self.dbs[db].table.slot(slot).expect("live");
         if e.expire_at != 0 && e.expire_at <= self.now_ms {
-            self.expire_slot(db, slot);
+            if !self.replica {
+                self.expire_slot(db, slot);
+            }
             return None;
         }
         Some(slot)

@@ -18,10 +18,11 @@
 //! *watermark*, also saved in snapshots). Replies of reads wait for the same frontier as
 //! writes, so nothing a client sees is ever a state that the log could lose.
 
+pub mod cluster;
 pub mod codec;
 pub mod sm;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +73,13 @@ impl ReplState {
 pub struct Replicator {
     pub raft: redoubt_raft::Raft,
     pub node_id: u64,
+    /// Started with `--cluster`: followers forward writes to the leader.
+    pub clustered: bool,
+    /// Raft addresses of the initial members (forwarding and WHOAMI go there).
+    pub members: BTreeMap<u64, String>,
+    pub network: redoubt_raft::network::Network,
+    /// The leader's client address, learned from it (RAFT INFO `leader_addr`).
+    pub leader_client_addr: parking_lot::Mutex<Option<(u64, String)>>,
     pub sm: redoubt_raft::StateMachineStore<sm::ServerSm>,
     /// Wakes the proposer: something was recorded.
     wake: Notify,
@@ -105,6 +113,21 @@ impl Replicator {
     /// A ticket for output produced by other connections (served blocked pops, pushes).
     pub fn current_ticket(&self) -> Ticket {
         Ticket { epoch: self.commit_tx.borrow().epoch, seq: self.recorded.load(Ordering::Relaxed) }
+    }
+
+    /// The current leader and its raft address, if one is known.
+    pub fn leader_raft_addr(&self) -> Option<(u64, String)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.raft_addr.clone())
+            .filter(|a| !a.is_empty())
+            .or_else(|| self.members.get(&id).cloned())?;
+        Some((id, addr))
     }
 
     pub fn wake_proposer(&self) {
@@ -218,13 +241,26 @@ fn step_down(shared: &Shared, repl: &Replicator) {
     if st.repl.leader_epoch == 0 {
         return;
     }
+    let fx = st.ks.effects.as_ref().map_or(0, |v| v.len());
+    let have = st.repl.watermark(fx);
+    let committed = *repl.commit_tx.borrow();
+    let clean = committed.epoch == have.epoch && committed.seq >= have.seq;
     st.repl.leader_epoch = 0;
     st.ks.effects = None;
+    st.ks.replica = true;
+    // What this state holds of the ending epoch; its entries, when openraft applies them
+    // here, are skipped.
+    st.repl.applied = have;
     repl.commit_tx.send_modify(|c| c.epoch = 0);
-    // Single-node durability never gets here short of a fatal storage error; rebuilding
-    // from the log after a lost leadership comes with clustering.
-    tracing::error!("stepped down with uncommitted writes; stopping");
-    std::process::abort();
+    if clean {
+        tracing::info!(node = repl.node_id, "no longer leading; following");
+        return;
+    }
+    // The keyspace may hold operations the log will never commit. Rebuilding it in place
+    // (snapshot + committed log) is not implemented yet: stop, and let the supervisor
+    // restart the node, which then loads exactly the committed state and rejoins.
+    tracing::error!("lost the leadership with writes in flight; stopping so a restart reloads the committed state");
+    std::process::exit(75);
 }
 
 /// Starts a new leadership stint once this node leads and has applied everything before
@@ -244,6 +280,7 @@ pub fn begin_epoch(shared: &Shared, repl: &Replicator) {
     st.repl.leader_epoch = epoch;
     st.repl.taken = 0;
     st.ks.effects = Some(Vec::new());
+    st.ks.replica = false;
     repl.recorded.store(0, Ordering::Relaxed);
     repl.commit_tx.send_modify(|c| *c = Ticket { epoch, seq: 0 });
     tracing::info!(epoch, node = repl.node_id, "leading; accepting writes");
@@ -258,9 +295,16 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
         let c = shared.config.read();
         (std::path::PathBuf::from(&c.dir), c.node_id, c.appendfsync.clone(), c.cluster.clone())
     };
-    if !cluster.is_empty() {
-        anyhow::bail!("--cluster is not supported yet: run a single node (see docs/replication.md)");
-    }
+    let clustered = !cluster.is_empty();
+    let members = if clustered {
+        let m = cluster::parse_members(&cluster)?;
+        if !m.contains_key(&node_id) {
+            anyhow::bail!("--cluster does not list this node's id {node_id}");
+        }
+        m
+    } else {
+        BTreeMap::from([(node_id, String::new())])
+    };
     std::fs::create_dir_all(&dir)?;
     let started = std::time::Instant::now();
     let policy = match fsync.as_str() {
@@ -304,15 +348,35 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
     }
     .validate()?;
     let network = redoubt_raft::network::Network::new(node_id);
-    let raft = redoubt_raft::Raft::new(node_id, Arc::new(config), network, log, sm.clone()).await?;
+    let raft = redoubt_raft::Raft::new(node_id, Arc::new(config), network.clone(), log, sm.clone()).await?;
+    if clustered {
+        // Peers reach this node on the address the member list gives for its id.
+        let listener = tokio::net::TcpListener::bind(&members[&node_id]).await?;
+        let app_shared = shared.clone();
+        let app: Arc<dyn redoubt_raft::network::AppHandler> =
+            Arc::new(move |body: Vec<u8>| cluster::handle_app(app_shared.clone(), body));
+        tokio::spawn(redoubt_raft::network::serve(listener, raft.clone(), app));
+    }
     if !raft.is_initialized().await? {
-        let me = redoubt_raft::NodeAddr { raft_addr: String::new(), client_addr: client_addr.clone() };
-        raft.initialize(std::collections::BTreeMap::from([(node_id, me)])).await?;
+        // Every member starts with the same list, so every member proposes the same
+        // initial membership (identical node records: client addresses are learned later).
+        let nodes = members
+            .iter()
+            .map(|(&id, addr)| {
+                let client = if clustered { String::new() } else { client_addr.clone() };
+                (id, redoubt_raft::NodeAddr { raft_addr: addr.clone(), client_addr: client })
+            })
+            .collect::<BTreeMap<_, _>>();
+        raft.initialize(nodes).await?;
     }
     let (commit_tx, _) = watch::channel(Ticket::default());
     let repl = Arc::new(Replicator {
         raft: raft.clone(),
         node_id,
+        clustered,
+        members,
+        network,
+        leader_client_addr: parking_lot::Mutex::new(None),
         sm,
         wake: Notify::new(),
         commit_tx,
@@ -323,8 +387,19 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
     if shared.repl.set(repl.clone()).is_err() {
         anyhow::bail!("replication already started");
     }
-    // Ready when leading with every earlier entry applied: the first entry of our own term
-    // (openraft's blank leader entry) is applied.
+    if clustered {
+        // A member serves as soon as its state is loaded: followers forward writes, and
+        // the watcher starts an epoch when this node becomes a ready leader.
+        shared.state.lock().ks.replica = true;
+        tokio::spawn(proposer(shared.clone(), repl.clone()));
+        tokio::spawn(watch_leadership(shared.clone(), repl.clone()));
+        shared.loading.store(false, Ordering::Relaxed);
+        tracing::info!(node = node_id, ms = started.elapsed().as_millis() as u64, "cluster member loaded");
+        std::future::pending::<()>().await;
+        return Ok(());
+    }
+    // Single node: ready when leading with every earlier entry applied (the first entry of
+    // our own term, openraft's blank leader entry, is applied).
     let mut metrics = raft.metrics();
     loop {
         let ready = {
@@ -348,4 +423,48 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
     tracing::info!(keys, ms = started.elapsed().as_millis() as u64, dir = %dir.display(), "durable storage loaded");
     std::future::pending::<()>().await;
     Ok(())
+}
+
+/// Follows openraft's view of leadership: starts an epoch when this node leads and has
+/// applied everything before its term, steps down when it stops leading, and learns the
+/// leader's client address for RAFT INFO.
+async fn watch_leadership(shared: Arc<Shared>, repl: Arc<Replicator>) {
+    let mut metrics = repl.raft.metrics();
+    loop {
+        let (leading_ready, leading, leader) = {
+            let m = metrics.borrow_and_update();
+            let leading = m.state.is_leader();
+            let ready = leading && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term);
+            let sole = m.membership_config.membership().voter_ids().eq([repl.node_id]);
+            repl.sole_voter.store(sole, Ordering::Release);
+            (ready, leading, m.current_leader)
+        };
+        let epoch = shared.state.lock().repl.leader_epoch;
+        if leading_ready && epoch == 0 {
+            begin_epoch(&shared, &repl);
+        } else if !leading && epoch != 0 {
+            step_down(&shared, &repl);
+        }
+        let known = repl.leader_client_addr.lock().as_ref().map(|(id, _)| *id);
+        if let Some(id) = leader.filter(|&id| Some(id) != known) {
+            let addr = if id == repl.node_id {
+                Some(format!(
+                    "{}:{}",
+                    shared.config.read().bind.first().cloned().unwrap_or_else(|| "127.0.0.1".into()),
+                    shared.port.load(Ordering::Relaxed)
+                ))
+            } else {
+                match repl.leader_raft_addr() {
+                    Some((lid, raddr)) if lid == id => cluster::whoami(&repl, id, &raddr).await,
+                    _ => None,
+                }
+            };
+            if let Some(a) = addr {
+                *repl.leader_client_addr.lock() = Some((id, a));
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }

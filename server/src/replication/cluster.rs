@@ -1,0 +1,218 @@
+//! Clustered mode: the member list, the node-to-node port, and forwarding a client's write
+//! from a follower to the leader.
+//!
+//! A follower never executes a write itself: the command goes to the leader over the
+//! cluster port (an application request of `redoubt_raft::network`), the leader runs it as
+//! it would for its own client, waits until it is committed, and sends back the reply
+//! bytes, which the follower writes to its client. A forward is sent once and never
+//! retried: when the link breaks mid-request the client's connection is closed (the write
+//! may or may not have happened, as when a Redis master dies), so a forwarded write is
+//! never applied twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redoubt_protocol::ReplyBuf;
+
+use super::Replicator;
+use crate::cmd::{self, BlockMode, Ctx};
+use crate::shared::Shared;
+
+/// How long a follower waits for the leader to answer a forwarded command.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+const FORWARD: u8 = 1;
+const WHOAMI: u8 = 2;
+const OK: u8 = 0;
+const NOT_LEADER: u8 = 1;
+
+/// Parses `--cluster 1@127.0.0.1:17001,2@127.0.0.1:17002,...` into id -> raft address.
+pub fn parse_members(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut m = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) =
+            part.split_once('@').ok_or_else(|| anyhow::anyhow!("cluster member '{part}' is not id@host:port"))?;
+        let id: u64 = id.parse().map_err(|_| anyhow::anyhow!("cluster member '{part}': bad node id"))?;
+        if id == 0 || addr.is_empty() {
+            anyhow::bail!("cluster member '{part}': node ids start at 1 and need an address");
+        }
+        if m.insert(id, addr.to_string()).is_some() {
+            anyhow::bail!("cluster member {id} listed twice");
+        }
+    }
+    if m.is_empty() {
+        anyhow::bail!("--cluster lists no members");
+    }
+    Ok(m)
+}
+
+/// A forwarded command: the client's database and protocol, and its arguments.
+pub fn encode_forward(db: usize, resp3: bool, argv: &[Bytes]) -> Vec<u8> {
+    let mut out = vec![FORWARD];
+    crate::keyspace::serial::put_len(&mut out, db as u64);
+    out.push(resp3 as u8);
+    crate::keyspace::serial::put_len(&mut out, argv.len() as u64);
+    for a in argv {
+        crate::keyspace::serial::put_bytes(&mut out, a);
+    }
+    out
+}
+
+fn decode_forward(body: &[u8]) -> Option<(usize, bool, Vec<Bytes>)> {
+    let payload = Bytes::copy_from_slice(body.get(1..)?);
+    let mut pos = 0;
+    let len = |pos: &mut usize| -> Option<u64> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *payload.get(*pos)?;
+            *pos += 1;
+            n |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Some(n);
+            }
+        }
+        None
+    };
+    let db = len(&mut pos)? as usize;
+    let resp3 = *payload.get(pos)? != 0;
+    pos += 1;
+    let argc = len(&mut pos)? as usize;
+    if argc == 0 || argc > payload.len() {
+        return None;
+    }
+    let mut argv = Vec::with_capacity(argc);
+    for _ in 0..argc {
+        let n = len(&mut pos)? as usize;
+        if payload.len() - pos < n {
+            return None;
+        }
+        argv.push(payload.slice(pos..pos + n));
+        pos += n;
+    }
+    (pos == payload.len()).then_some((db, resp3, argv))
+}
+
+/// The leader's side of the cluster port's application requests.
+pub async fn handle_app(shared: Arc<Shared>, body: Vec<u8>) -> Vec<u8> {
+    match body.first() {
+        Some(&WHOAMI) => {
+            let port = shared.port.load(std::sync::atomic::Ordering::Relaxed);
+            let host = shared.config.read().bind.first().cloned().unwrap_or_else(|| "127.0.0.1".into());
+            format!("{host}:{port}").into_bytes()
+        }
+        Some(&FORWARD) => match run_forwarded(&shared, &body).await {
+            Some(reply) => {
+                let mut out = Vec::with_capacity(reply.len() + 1);
+                out.push(OK);
+                out.extend_from_slice(&reply);
+                out
+            }
+            None => vec![NOT_LEADER],
+        },
+        _ => vec![NOT_LEADER],
+    }
+}
+
+/// Runs a forwarded command as the leader; None if this node does not lead (any more).
+async fn run_forwarded(shared: &Arc<Shared>, body: &[u8]) -> Option<Vec<u8>> {
+    let repl = shared.repl.get()?;
+    let (db, resp3, argv) = decode_forward(body)?;
+    let (reply, ticket) = {
+        let mut st = shared.state.lock();
+        if st.repl.leader_epoch == 0 {
+            return None;
+        }
+        let mut out = ReplyBuf::new(resp3);
+        match cmd::lookup(&argv[0]) {
+            Some(spec) if spec.arity_ok(argv.len()) && db < st.ks.dbs.len() => {
+                st.ks.now_ms = crate::keyspace::now_ms();
+                let mut ctx = Ctx {
+                    ks: &mut st.ks,
+                    srv: shared,
+                    out: &mut out,
+                    db,
+                    client_id: 0,
+                    conn: None,
+                    // A forwarded blocking command behaves as inside MULTI: it never waits.
+                    block_mode: BlockMode::Never,
+                    block: None,
+                    in_multi: false,
+                };
+                crate::conn::call(&mut ctx, spec, &argv);
+            }
+            Some(spec) => out.error(cmd::err::wrong_args(spec.name).text()),
+            None => out.error(&cmd::unknown_command_error(&argv)),
+        }
+        if !st.ks.ready.is_empty() {
+            crate::conn::serve_ready(shared, &mut st);
+        }
+        (out.buf.to_vec(), repl.ticket(&st))
+    };
+    repl.wake_proposer();
+    let mut rx = repl.subscribe();
+    Replicator::wait_committed(&mut rx, ticket).await.then_some(reply)
+}
+
+/// Sends a client's command to the leader and returns the reply bytes to write back, or an
+/// error text. `Err(None)` means the outcome is unknown (the connection must close).
+pub async fn forward(shared: &Shared, db: usize, resp3: bool, argv: &[Bytes]) -> Result<Vec<u8>, Option<String>> {
+    let repl = shared.repl.get().ok_or(Some("ERR not durable".to_string()))?;
+    let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+    // No leader yet (an election is running): wait for one, up to the bound.
+    let (leader, addr) = loop {
+        if let Some(l) = repl.leader_raft_addr() {
+            break l;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Some("CLUSTERDOWN No leader elected; retry later".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let body = encode_forward(db, resp3, argv);
+    match repl.network.call_app(leader, &addr, body, FORWARD_TIMEOUT).await {
+        Ok(r) if r.first() == Some(&OK) => Ok(r[1..].to_vec()),
+        // The leader refused before running anything: safe to tell the client to retry.
+        Ok(_) => Err(Some("TRYAGAIN Leadership is changing; retry the command".into())),
+        Err(redoubt_raft::network::NetError::Unreachable { .. }) => {
+            Err(Some("TRYAGAIN The leader is unreachable; retry the command".into()))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "forwarded command: outcome unknown");
+            Err(None)
+        }
+    }
+}
+
+/// Asks a node for the address its clients use (for RAFT INFO's `leader_addr`).
+pub async fn whoami(repl: &Replicator, id: u64, raft_addr: &str) -> Option<String> {
+    let r = repl.network.call_app(id, raft_addr, vec![WHOAMI], Duration::from_secs(2)).await.ok()?;
+    String::from_utf8(r).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_parse() {
+        let m = parse_members("1@127.0.0.1:17001, 2@127.0.0.1:17002,3@h:3").unwrap();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[&2], "127.0.0.1:17002");
+        assert!(parse_members("1@a,1@b").is_err());
+        assert!(parse_members("x@a").is_err());
+        assert!(parse_members("0@a").is_err());
+        assert!(parse_members("").is_err());
+    }
+
+    #[test]
+    fn forward_round_trip() {
+        let argv: Vec<Bytes> = vec![Bytes::from_static(b"SET"), Bytes::from_static(b"k"), Bytes::new()];
+        let enc = encode_forward(3, true, &argv);
+        assert_eq!(decode_forward(&enc), Some((3, true, argv)));
+        for cut in 1..enc.len() {
+            assert!(decode_forward(&enc[..cut]).is_none());
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! A three-node cluster of real `redoubt` processes on 127.0.0.1: writes sent to any node
+//! (followers forward them to the leader), replication to every member, failover after
+//! `kill -9` of the leader with every acknowledged write kept, and a restarted node
+//! catching up.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use redoubt_tests::{free_port, Conn, Node, TempDir, Value};
+
+fn raft_info(c: &mut Conn) -> HashMap<String, String> {
+    let text = match c.cmd(&["RAFT", "INFO"]) {
+        Value::Bulk(b) | Value::Verbatim(_, b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("RAFT INFO: {other:?}"),
+    };
+    text.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
+}
+
+fn get(c: &mut Conn, key: &str) -> Option<String> {
+    match c.cmd(&["GET", key]) {
+        Value::Bulk(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        Value::Nil => None,
+        other => panic!("GET {key}: {other:?}"),
+    }
+}
+
+struct Cluster {
+    dir: TempDir,
+    ports: Vec<u16>,
+    spec: String,
+    nodes: Vec<Option<Node>>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = TempDir::new("redoubt-t61");
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let raft: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let spec =
+            raft.iter().enumerate().map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1)).collect::<Vec<_>>().join(",");
+        let mut c = Cluster { dir, ports, spec, nodes: Vec::new() };
+        for i in 0..3 {
+            let n = c.spawn(i);
+            c.nodes.push(Some(n));
+        }
+        c
+    }
+
+    fn spawn(&self, i: usize) -> Node {
+        let d = self.dir.path().join(format!("n{}", i + 1));
+        std::fs::create_dir_all(&d).unwrap();
+        let id = (i + 1).to_string();
+        Node::start_on(self.ports[i], &d, &["--node-id", &id, "--cluster", &self.spec])
+    }
+
+    /// The index of the node every live member agrees leads, waiting up to `within`.
+    fn leader(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut seen = None;
+            let mut agree = true;
+            for n in self.nodes.iter().flatten() {
+                let id = raft_info(&mut n.conn()).get("leader_id").cloned().unwrap_or_default();
+                match (&seen, id.is_empty()) {
+                    (_, true) => agree = false,
+                    (None, false) => seen = Some(id),
+                    (Some(s), false) if *s != id => agree = false,
+                    _ => {}
+                }
+            }
+            if let (true, Some(id)) = (agree, seen) {
+                let i = id.parse::<usize>().unwrap() - 1;
+                if self.nodes[i].is_some() {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < deadline, "no agreed leader within {within:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn conn(&self, i: usize) -> Conn {
+        self.nodes[i].as_ref().expect("node running").conn()
+    }
+
+    /// Waits until `key` reads `want` on node `i` (followers apply a moment later).
+    fn wait_value(&self, i: usize, key: &str, want: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut c = self.conn(i);
+        loop {
+            let got = get(&mut c, key);
+            if got.as_deref() == Some(want) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node {} has {key}={got:?}, want {want}", i + 1);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn writes_on_any_node_replicate_and_survive_leader_failover() {
+    let mut cl = Cluster::start();
+    let leader = cl.leader(Duration::from_secs(20));
+    let follower = (leader + 1) % 3;
+
+    // Writes through every node: followers forward them, each is acknowledged once.
+    let mut acked = 0;
+    for round in 0..30 {
+        for i in 0..3 {
+            let mut c = cl.conn(i);
+            assert_eq!(c.cmd(&["SET", &format!("k{round}-{i}"), "v"]), Value::Simple(b"OK".to_vec()));
+            match c.cmd(&["INCR", "counter"]) {
+                Value::Int(_) => acked += 1,
+                other => panic!("INCR on node {}: {other:?}", i + 1),
+            }
+        }
+    }
+    for i in 0..3 {
+        cl.wait_value(i, "counter", &acked.to_string(), Duration::from_secs(10));
+    }
+    // Replies of forwarded commands keep their types and errors.
+    let mut f = cl.conn(follower);
+    assert_eq!(f.cmd(&["LPUSH", "list", "a", "b"]), Value::Int(2));
+    assert!(matches!(f.cmd(&["INCR", "list"]), Value::Error(e) if e.starts_with("WRONGTYPE")));
+    let info = raft_info(&mut f);
+    assert_eq!(info["role"], "follower", "{info:?}");
+    assert_eq!(info["leader_addr"], format!("127.0.0.1:{}", cl.ports[leader]), "{info:?}");
+    assert_eq!(info["members"], "1,2,3");
+    let repl = match f.cmd(&["INFO", "replication"]) {
+        Value::Bulk(b) | Value::Verbatim(_, b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("{other:?}"),
+    };
+    assert!(repl.contains("role:slave") && repl.contains("master_link_status:up"), "{repl}");
+
+    // kill -9 the leader under writes; time until a surviving node acknowledges a write.
+    cl.nodes[leader].take().unwrap().kill9();
+    let killed = Instant::now();
+    let survivor = follower;
+    let mut c = cl.conn(survivor);
+    let failover = loop {
+        match c.try_cmd(&["INCR", "counter"]) {
+            Ok(Value::Int(_)) => {
+                acked += 1;
+                break killed.elapsed();
+            }
+            Ok(Value::Error(e)) if e.starts_with("TRYAGAIN") || e.starts_with("CLUSTERDOWN") => {}
+            Ok(other) => panic!("INCR during failover: {other:?}"),
+            Err(_) => c = cl.conn(survivor),
+        }
+        assert!(killed.elapsed() < Duration::from_secs(30), "no write accepted 30 s after the leader died");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    println!("failover: first write acknowledged {} ms after kill -9 of the leader", failover.as_millis());
+    let new_leader = cl.leader(Duration::from_secs(10));
+    assert_ne!(new_leader, leader);
+    for i in 0..3 {
+        if cl.nodes[i].is_some() {
+            cl.wait_value(i, "counter", &acked.to_string(), Duration::from_secs(10));
+        }
+    }
+
+    // The old leader comes back on its data and catches up.
+    cl.nodes[leader] = Some(cl.spawn(leader));
+    assert_eq!(cl.conn(new_leader).cmd(&["SET", "after-restart", "yes"]), Value::Simple(b"OK".to_vec()));
+    cl.wait_value(leader, "after-restart", "yes", Duration::from_secs(20));
+    cl.wait_value(leader, "counter", &acked.to_string(), Duration::from_secs(10));
+    assert_eq!(get(&mut cl.conn(leader), "k29-2").as_deref(), Some("v"));
+}
