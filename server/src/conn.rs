@@ -45,6 +45,9 @@ pub struct Conn {
     pub multi: Option<Vec<Vec<Bytes>>>,
     /// A command failed to queue: EXEC must abort.
     pub multi_error: bool,
+    /// READONLY: on a cluster follower, reads are served from the local state (possibly
+    /// behind the leader) instead of going to the leader.
+    pub stale_reads: bool,
     /// WATCHed keys: (db, key, expire time when watched or None if absent).
     pub watched: Vec<(usize, Blob, Option<i64>)>,
     pub subs: HashSet<Bytes>,
@@ -133,6 +136,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, id: u64) {
         authenticated,
         multi: None,
         multi_error: false,
+        stale_reads: false,
         watched: Vec::new(),
         subs: HashSet::new(),
         psubs: HashSet::new(),
@@ -150,6 +154,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, id: u64) {
         rbuf: BytesMut::with_capacity(16 * 1024),
         ticket: Ticket::default(),
         commit_rx: None,
+        read_barrier: false,
     };
     if let Err(e) = c.run().await {
         tracing::debug!(error = %e, "connection ended");
@@ -170,6 +175,8 @@ struct Connection {
     /// commits).
     ticket: Ticket,
     commit_rx: Option<watch::Receiver<Ticket>>,
+    /// A read ran on the leader of a cluster: its reply waits for a leadership check.
+    read_barrier: bool,
 }
 
 impl Connection {
@@ -398,17 +405,19 @@ impl Connection {
     async fn await_commit(&mut self) -> bool {
         let Some(repl) = self.shared.repl.get() else { return true };
         let ticket = std::mem::take(&mut self.ticket);
+        let reads = std::mem::take(&mut self.read_barrier);
         if repl.ack_on_execute.load(Ordering::Relaxed) {
             return true;
         }
         let rx = self.commit_rx.get_or_insert_with(|| repl.subscribe());
-        {
+        let committed = {
             let c = rx.borrow();
-            if c.epoch == ticket.epoch && c.seq >= ticket.seq {
-                return true;
-            }
+            c.epoch == ticket.epoch && c.seq >= ticket.seq
+        };
+        if !committed && !Replicator::wait_committed(rx, ticket).await {
+            return false;
         }
-        Replicator::wait_committed(rx, ticket).await
+        !reads || repl.confirm_leadership().await
     }
 
     fn protocol_error(&mut self, e: ProtocolError, out: &mut ReplyBuf) {
@@ -459,7 +468,10 @@ impl Connection {
                 // A follower of a cluster runs no write itself: the leader does (and its log
                 // brings the result here).
                 if st.repl.leader_epoch == 0 && shared.repl.get().is_some_and(|r| r.clustered) {
-                    if spec.is_write() {
+                    // Reads go to the leader too (linearizable), unless READONLY asked for
+                    // the local, possibly stale, state.
+                    let read = spec.flags & flags::READONLY != 0;
+                    if spec.is_write() || (read && !self.conn.stale_reads) {
                         return Flow::Forward(argv);
                     }
                     if spec.name == "exec"
@@ -479,6 +491,9 @@ impl Connection {
                     _ => spec,
                 };
                 self.conn.info.last_cmd.store(cmd::spec_id(shown) as u32, Ordering::Relaxed);
+                if spec.flags & flags::READONLY != 0 && st.repl.leader_epoch != 0 {
+                    self.read_barrier = true;
+                }
                 st.ks.now_ms = self.batch_now;
                 let mut ctx = Ctx {
                     ks: &mut st.ks,

@@ -83,10 +83,12 @@ impl Cluster {
         self.nodes[i].as_ref().expect("node running").conn()
     }
 
-    /// Waits until `key` reads `want` on node `i` (followers apply a moment later).
+    /// Waits until `key` reads `want` in node `i`'s own state (READONLY: a follower answers
+    /// from what it applied, a moment behind the leader).
     fn wait_value(&self, i: usize, key: &str, want: &str, within: Duration) {
         let deadline = Instant::now() + within;
         let mut c = self.conn(i);
+        assert_eq!(c.cmd(&["READONLY"]), Value::Simple(b"OK".to_vec()));
         loop {
             let got = get(&mut c, key);
             if got.as_deref() == Some(want) {
@@ -118,6 +120,21 @@ fn writes_on_any_node_replicate_and_survive_leader_failover() {
     }
     for i in 0..3 {
         cl.wait_value(i, "counter", &acked.to_string(), Duration::from_secs(10));
+    }
+    // Without READONLY a follower's reads go to the leader: a write acknowledged anywhere
+    // is visible at once from every node.
+    for i in 0..3 {
+        let mut c = cl.conn(i);
+        assert_eq!(c.cmd(&["SET", "fresh", &i.to_string()]), Value::Simple(b"OK".to_vec()));
+        for j in 0..3 {
+            assert_eq!(
+                get(&mut cl.conn(j), "fresh"),
+                Some(i.to_string()),
+                "read on node {} after a write on {}",
+                j + 1,
+                i + 1
+            );
+        }
     }
     // Replies of forwarded commands keep their types and errors.
     let mut f = cl.conn(follower);

@@ -119,6 +119,7 @@ fn reset(ctx: &mut Ctx, _argv: &[Bytes]) -> CmdResult {
     conn.unwatch(ctx.ks);
     conn.multi = None;
     conn.multi_error = false;
+    conn.stale_reads = false;
     super::pubsub::unsubscribe_all(srv, conn);
     conn.reply_mode = ReplyMode::On;
     conn.resp3 = false;
@@ -250,14 +251,21 @@ fn select(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     Ok(())
 }
 
-/// READONLY/READWRITE: accepted; they will choose stale follower reads once replication
-/// exists (a single node always serves its own data).
+/// READONLY/READWRITE: on a cluster follower, READONLY serves reads from the local state
+/// (as Redis Cluster replicas do) instead of the leader; a single node or the leader
+/// always serves its own data.
 fn readonly(ctx: &mut Ctx, _argv: &[Bytes]) -> CmdResult {
+    if let Some(c) = ctx.conn.as_deref_mut() {
+        c.stale_reads = true;
+    }
     ctx.out.ok();
     Ok(())
 }
 
 fn readwrite(ctx: &mut Ctx, _argv: &[Bytes]) -> CmdResult {
+    if let Some(c) = ctx.conn.as_deref_mut() {
+        c.stale_reads = false;
+    }
     ctx.out.ok();
     Ok(())
 }

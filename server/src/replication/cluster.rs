@@ -119,6 +119,7 @@ pub async fn handle_app(shared: Arc<Shared>, body: Vec<u8>) -> Vec<u8> {
 async fn run_forwarded(shared: &Arc<Shared>, body: &[u8]) -> Option<Vec<u8>> {
     let repl = shared.repl.get()?;
     let (db, resp3, argv) = decode_forward(body)?;
+    let reads = cmd::lookup(&argv[0]).is_some_and(|s| s.flags & cmd::flags::READONLY != 0);
     let (reply, ticket) = {
         let mut st = shared.state.lock();
         if st.repl.leader_epoch == 0 {
@@ -152,7 +153,13 @@ async fn run_forwarded(shared: &Arc<Shared>, body: &[u8]) -> Option<Vec<u8>> {
     };
     repl.wake_proposer();
     let mut rx = repl.subscribe();
-    Replicator::wait_committed(&mut rx, ticket).await.then_some(reply)
+    if !Replicator::wait_committed(&mut rx, ticket).await {
+        return None;
+    }
+    if reads && !repl.confirm_leadership().await {
+        return None;
+    }
+    Some(reply)
 }
 
 /// Sends a client's command to the leader and returns the reply bytes to write back, or an

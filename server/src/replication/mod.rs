@@ -94,6 +94,10 @@ pub struct Replicator {
     /// Redis's everysec acknowledges before its fsync. The loss window (about a second of
     /// acknowledged writes on any crash) is the documented price.
     pub ack_on_execute: std::sync::atomic::AtomicBool,
+    /// Read barrier: requests so far, and the last round's (generation, leadership held).
+    read_req: AtomicU64,
+    read_wake: Notify,
+    read_done: watch::Sender<(u64, bool)>,
 }
 
 impl Replicator {
@@ -128,6 +132,24 @@ impl Replicator {
             .filter(|a| !a.is_empty())
             .or_else(|| self.members.get(&id).cloned())?;
         Some((id, addr))
+    }
+
+    /// Confirms that this node still leads (a heartbeat round answered by a majority,
+    /// openraft's read index) after the caller's reads ran, so a deposed leader that has
+    /// not noticed yet never answers a read. Concurrent callers share rounds: one round
+    /// serves every request made before it started. A sole voter needs no round.
+    pub async fn confirm_leadership(&self) -> bool {
+        if self.sole_voter.load(Ordering::Acquire) {
+            return true;
+        }
+        let g = self.read_req.fetch_add(1, Ordering::AcqRel) + 1;
+        self.read_wake.notify_one();
+        let mut rx = self.read_done.subscribe();
+        let held = match rx.wait_for(|&(done, _)| done >= g).await {
+            Ok(r) => r.1,
+            Err(_) => false,
+        };
+        held
     }
 
     pub fn wake_proposer(&self) {
@@ -383,11 +405,15 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
         recorded: AtomicU64::new(0),
         sole_voter: std::sync::atomic::AtomicBool::new(false),
         ack_on_execute: std::sync::atomic::AtomicBool::new(false),
+        read_req: AtomicU64::new(0),
+        read_wake: Notify::new(),
+        read_done: watch::channel((0, true)).0,
     });
     if shared.repl.set(repl.clone()).is_err() {
         anyhow::bail!("replication already started");
     }
     if clustered {
+        tokio::spawn(read_barrier(repl.clone()));
         // A member serves as soon as its state is loaded: followers forward writes, and
         // the watcher starts an epoch when this node becomes a ready leader.
         shared.state.lock().ks.replica = true;
@@ -466,5 +492,17 @@ async fn watch_leadership(shared: Arc<Shared>, repl: Arc<Replicator>) {
         if metrics.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Runs the read-barrier rounds of [`Replicator::confirm_leadership`], one at a time.
+async fn read_barrier(repl: Arc<Replicator>) {
+    loop {
+        repl.read_wake.notified().await;
+        // Every request counted before this load is covered by this round, which starts
+        // after it.
+        let g = repl.read_req.load(Ordering::Acquire);
+        let ok = repl.raft.get_read_log_id().await.is_ok();
+        repl.read_done.send_modify(|d| *d = (g.max(d.0), ok));
     }
 }
