@@ -596,6 +596,9 @@ impl Connection {
     }
 
     fn paused_for(&self, spec: &Spec) -> bool {
+        if self.shared.write_hold.load(Ordering::Acquire) && (spec.is_write() || spec.name == "exec") {
+            return true;
+        }
         if !self.shared.pause_set.load(Ordering::Relaxed) {
             return false;
         }
@@ -611,6 +614,15 @@ impl Connection {
     }
 
     async fn wait_unpaused(&mut self) {
+        while self.shared.write_hold.load(Ordering::Acquire) {
+            let notified = self.shared.unpaused.notified();
+            if !self.shared.write_hold.load(Ordering::Acquire) {
+                break;
+            }
+            // A bounded wait: the hold is released with a notify_waiters, which a waiter
+            // registering just after would miss.
+            let _ = tokio::time::timeout(Duration::from_millis(10), notified).await;
+        }
         loop {
             let until = self.shared.pause.lock().until_ms;
             let now = now_ms();

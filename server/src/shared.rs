@@ -206,6 +206,9 @@ pub struct Shared {
     pub pause: Mutex<Pause>,
     /// Fast check for the hot path: true while a CLIENT PAUSE may be in effect.
     pub pause_set: AtomicBool,
+    /// Writes wait while set: a cluster leader's snapshot lets its operations in flight
+    /// commit first, so the snapshot holds nothing the log could still lose.
+    pub write_hold: AtomicBool,
     /// `slowlog-log-slower-than`, read on every command (kept in sync by CONFIG SET).
     pub slowlog_threshold: AtomicI64,
     pub unpaused: Notify,
@@ -257,6 +260,7 @@ impl Shared {
             slowlog_next_id: AtomicU64::new(0),
             pause: Mutex::new(Pause::default()),
             pause_set: AtomicBool::new(false),
+            write_hold: AtomicBool::new(false),
             slowlog_threshold,
             unpaused: Notify::new(),
             monitors: DashMap::new(),

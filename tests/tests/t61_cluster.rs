@@ -150,6 +150,21 @@ fn writes_on_any_node_replicate_and_survive_leader_failover() {
     };
     assert!(repl.contains("role:slave") && repl.contains("master_link_status:up"), "{repl}");
 
+    // A snapshot on the leader while writes arrive through a follower: writes pause while
+    // the leader's operations in flight commit, then go on.
+    let mut l = cl.conn(leader);
+    assert_eq!(l.cmd(&["RAFT", "SNAPSHOT"]), Value::Simple(b"Snapshot started".to_vec()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut f = cl.conn(follower);
+    while raft_info(&mut l)["snapshot_index"] == "0" {
+        assert!(matches!(f.cmd(&["INCR", "counter"]), Value::Int(_)));
+        acked += 1;
+        assert!(Instant::now() < deadline, "no snapshot on the leader within 20 s");
+    }
+    for i in 0..3 {
+        cl.wait_value(i, "counter", &acked.to_string(), Duration::from_secs(10));
+    }
+
     // kill -9 the leader under writes; time until a surviving node acknowledges a write.
     cl.nodes[leader].take().unwrap().kill9();
     let killed = Instant::now();

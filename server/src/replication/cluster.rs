@@ -120,6 +120,10 @@ async fn run_forwarded(shared: &Arc<Shared>, body: &[u8]) -> Option<Vec<u8>> {
     let repl = shared.repl.get()?;
     let (db, resp3, argv) = decode_forward(body)?;
     let reads = cmd::lookup(&argv[0]).is_some_and(|s| s.flags & cmd::flags::READONLY != 0);
+    // A snapshot's write hold applies to forwarded writes as to local ones.
+    while !reads && shared.write_hold.load(std::sync::atomic::Ordering::Acquire) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let (reply, ticket) = {
         let mut st = shared.state.lock();
         if st.repl.leader_epoch == 0 {

@@ -75,6 +75,10 @@ impl redoubt_raft::StateMachine for ServerSm {
 
     async fn snapshot(&self) -> io::Result<(Vec<u8>, Vec<u8>)> {
         let shared = self.shared();
+        // A cluster leader's keyspace may hold operations not yet committed; a snapshot of
+        // it could then claim state the log later loses. Hold writes (and the deletions of
+        // expiry and eviction) until what is in flight commits, then serialize.
+        let held = hold_until_committed(&shared).await;
         let st = shared.state.lock();
         let fx = st.ks.effects.as_ref().map_or(0, |v| v.len());
         let w = st.repl.watermark(fx);
@@ -85,6 +89,10 @@ impl redoubt_raft::StateMachine for ServerSm {
             &SnapshotHeader { epoch: w.epoch, seq: w.seq, raft_state: raft_state.clone() },
             &mut out,
         );
+        drop(st);
+        if held {
+            release_hold(&shared);
+        }
         Ok((out, raft_state))
     }
 
@@ -105,4 +113,39 @@ impl redoubt_raft::StateMachine for ServerSm {
         st.ks.events.clear();
         Ok(header.raft_state)
     }
+}
+
+/// On a cluster leader with operations in flight: holds writes and waits until everything
+/// the keyspace holds is committed (or the leadership ends). True if a hold was taken.
+async fn hold_until_committed(shared: &Arc<Shared>) -> bool {
+    let Some(repl) = shared.repl.get().filter(|r| r.clustered) else { return false };
+    let target = {
+        let mut st = shared.state.lock();
+        if st.repl.leader_epoch == 0 {
+            return false;
+        }
+        let fx = st.ks.effects.as_ref().map_or(0, |v| v.len());
+        let w = st.repl.watermark(fx);
+        let c = *repl.subscribe().borrow();
+        if c.epoch == w.epoch && c.seq >= w.seq {
+            return false;
+        }
+        // Under the lock: no batch is running, and every later write sees the hold.
+        shared.write_hold.store(true, std::sync::atomic::Ordering::Release);
+        st.ks.replica = true;
+        w
+    };
+    repl.wake_proposer();
+    let mut rx = repl.subscribe();
+    let _ = rx.wait_for(|c| c.epoch != target.epoch || c.seq >= target.seq).await;
+    true
+}
+
+fn release_hold(shared: &Shared) {
+    {
+        let mut st = shared.state.lock();
+        st.ks.replica = st.repl.leader_epoch == 0;
+    }
+    shared.write_hold.store(false, std::sync::atomic::Ordering::Release);
+    shared.unpaused.notify_waiters();
 }
