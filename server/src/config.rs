@@ -33,6 +33,11 @@ pub struct Config {
     pub node_id: u64,
     /// Initial cluster members, `id@host:port,...` (raft addresses); empty = single node.
     pub cluster: String,
+    /// Where this node listens for its peers when `cluster` does not say (a single node
+    /// that may grow, or a node that joins).
+    pub raft_addr: String,
+    /// Start without forming a cluster and wait to be added (RAFT ADD-LEARNER on the leader).
+    pub join: bool,
     pub loglevel: String,
     pub logfile: String,
     pub protected_mode: bool,
@@ -99,6 +104,8 @@ impl Default for Config {
             durability: Durability::Raft,
             node_id: 1,
             cluster: String::new(),
+            raft_addr: String::new(),
+            join: false,
             loglevel: "notice".into(),
             logfile: String::new(),
             protected_mode: true,
@@ -321,6 +328,11 @@ pub fn directives() -> &'static [Directive] {
                 Ok(())
             }),
             str_d!("cluster", false, cluster),
+            str_d!("raft-addr", false, raft_addr),
+            d!("join", false, |c| yes_no(c.join), |c, v| {
+                c.join = parse_bool(v)?;
+                Ok(())
+            }),
             d!("loglevel", true, |c| c.loglevel.clone(), |c, v| {
                 match v.to_ascii_lowercase().as_str() {
                     s @ ("debug" | "verbose" | "notice" | "warning" | "nothing") => {

@@ -87,6 +87,8 @@ enum Flow {
     Paused(Vec<Bytes>),
     /// A write on a follower: the leader runs it.
     Forward(Vec<Bytes>),
+    /// A RAFT membership change: answered when openraft has committed it.
+    Admin(Vec<Bytes>),
 }
 
 /// Serves one accepted connection until it closes.
@@ -231,6 +233,13 @@ impl Connection {
                 Flow::Paused(argv) => {
                     self.wait_unpaused().await;
                     pending = Some(argv);
+                    continue;
+                }
+                Flow::Admin(argv) => {
+                    match crate::replication::cluster::admin(&self.shared, &argv).await {
+                        Ok(s) => out.simple(s),
+                        Err(e) => out.error(&e),
+                    }
                     continue;
                 }
                 Flow::Forward(argv) => {
@@ -461,6 +470,15 @@ impl Connection {
             }
             Ok(None) => {
                 let spec = spec.expect("checked");
+                if spec.name == "raft"
+                    && argv.get(1).is_some_and(|s| {
+                        ["add-learner", "promote", "remove", "transfer-leader"]
+                            .iter()
+                            .any(|n| s.eq_ignore_ascii_case(n.as_bytes()))
+                    })
+                {
+                    return Flow::Admin(argv);
+                }
                 if self.paused_for(spec) {
                     self.conn.reply_mode = mode_before;
                     return Flow::Paused(argv);

@@ -199,3 +199,50 @@ fn writes_on_any_node_replicate_and_survive_leader_failover() {
     cl.wait_value(leader, "counter", &acked.to_string(), Duration::from_secs(10));
     assert_eq!(get(&mut cl.conn(leader), "k29-2").as_deref(), Some("v"));
 }
+
+#[test]
+fn grow_from_one_node_to_three_and_shrink_back() {
+    let dir = TempDir::new("redoubt-t61g");
+    let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let raft: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let start = |i: usize, extra: &[&str]| {
+        let d = dir.path().join(format!("n{}", i + 1));
+        std::fs::create_dir_all(&d).unwrap();
+        let id = (i + 1).to_string();
+        let mut args = vec!["--node-id", &id, "--raft-addr", &raft[i]];
+        args.extend_from_slice(extra);
+        Node::start_on(client[i], &d, &args)
+    };
+    let n1 = start(0, &[]);
+    let mut c1 = n1.conn();
+    for i in 0..50 {
+        assert_eq!(c1.cmd(&["SET", &format!("before-{i}"), "x"]), Value::Simple(b"OK".to_vec()));
+    }
+    assert_eq!(raft_info(&mut c1)["members"], "1");
+
+    let n2 = start(1, &["--join", "yes"]);
+    let n3 = start(2, &["--join", "yes"]);
+    for i in 1..3 {
+        let r = c1.cmd(&["RAFT", "ADD-LEARNER", &(i + 1).to_string(), &raft[i], &format!("127.0.0.1:{}", client[i])]);
+        assert_eq!(r, Value::Simple(b"OK".to_vec()), "ADD-LEARNER {}", i + 1);
+    }
+    assert_eq!(raft_info(&mut c1)["learners"], "2,3");
+    assert_eq!(c1.cmd(&["RAFT", "PROMOTE", "2", "3"]), Value::Simple(b"OK".to_vec()));
+    let info = raft_info(&mut c1);
+    assert_eq!((info["members"].as_str(), info["learners"].as_str()), ("1,2,3", ""), "{info:?}");
+
+    // The new members hold the old data and take writes (forwarded to node 1).
+    let mut c3 = n3.conn();
+    assert_eq!(c3.cmd(&["READONLY"]), Value::Simple(b"OK".to_vec()));
+    assert_eq!(get(&mut c3, "before-49").as_deref(), Some("x"));
+    assert_eq!(n2.conn().cmd(&["SET", "grown", "yes"]), Value::Simple(b"OK".to_vec()));
+    assert_eq!(get(&mut c1, "grown").as_deref(), Some("yes"));
+
+    // Shrink back: node 3 leaves; the two that remain still commit.
+    assert_eq!(c1.cmd(&["RAFT", "REMOVE", "3"]), Value::Simple(b"OK".to_vec()));
+    assert_eq!(raft_info(&mut c1)["members"], "1,2");
+    drop(n3);
+    assert_eq!(c1.cmd(&["SET", "shrunk", "yes"]), Value::Simple(b"OK".to_vec()));
+    assert_eq!(get(&mut n2.conn(), "shrunk").as_deref(), Some("yes"));
+    assert!(matches!(c1.cmd(&["RAFT", "TRANSFER-LEADER", "2"]), Value::Error(e) if e.contains("openraft 0.9")));
+}

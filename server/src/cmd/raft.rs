@@ -15,6 +15,10 @@ pub const COMMANDS: &[Spec] = &[Spec::new("raft", -2, ADMIN | LOADING | STALE, (
         Spec::new("raft|info", 2, ADMIN | LOADING | STALE, (0, 0, 0), "server", super::container_only),
         Spec::new("raft|nodes", 2, ADMIN | LOADING | STALE, (0, 0, 0), "server", super::container_only),
         Spec::new("raft|snapshot", 2, ADMIN, (0, 0, 0), "server", super::container_only),
+        Spec::new("raft|add-learner", 5, ADMIN, (0, 0, 0), "server", super::container_only),
+        Spec::new("raft|promote", -3, ADMIN, (0, 0, 0), "server", super::container_only),
+        Spec::new("raft|remove", 3, ADMIN, (0, 0, 0), "server", super::container_only),
+        Spec::new("raft|transfer-leader", 3, ADMIN, (0, 0, 0), "server", super::container_only),
         Spec::new("raft|help", 2, LOADING | STALE, (0, 0, 0), "server", super::container_only),
     ])];
 
@@ -31,6 +35,14 @@ fn raft(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
             "    One line per member: id, client address, raft address, role, match index, lag.",
             "SNAPSHOT",
             "    Take a snapshot now and purge the log behind it.",
+            "ADD-LEARNER <id> <raft-addr> <client-addr>",
+            "    Add a node as a learner (on the leader); answers once it has caught up.",
+            "PROMOTE <id> [<id> ...]",
+            "    Make learners voters.",
+            "REMOVE <id>",
+            "    Remove a voter or a learner from the cluster.",
+            "TRANSFER-LEADER <id>",
+            "    Not available with openraft 0.9.",
             "HELP",
             "    Print this help.",
         ];

@@ -227,3 +227,77 @@ mod tests {
         }
     }
 }
+
+/// RAFT ADD-LEARNER / PROMOTE / REMOVE / TRANSFER-LEADER: membership changes, run on the
+/// leader and answered when openraft has committed them. Returns the RESP reply text.
+pub async fn admin(shared: &Shared, argv: &[Bytes]) -> Result<&'static str, String> {
+    use std::collections::BTreeSet;
+
+    use openraft::ChangeMembers;
+
+    let repl = shared.repl.get().ok_or("ERR RAFT is not available: this node runs with --durability none")?;
+    if !repl.clustered {
+        return Err("ERR this node has no raft address: start it with --raft-addr (or --cluster) to grow it".into());
+    }
+    let sub = String::from_utf8_lossy(&argv[1]).to_ascii_lowercase();
+    let id = |a: &Bytes| -> Result<u64, String> {
+        std::str::from_utf8(a)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| "ERR node id must be a positive integer".to_string())
+    };
+    let not_leader = |e: String| -> String {
+        match repl.leader_client_addr.lock().clone() {
+            Some((id, addr)) if e.contains("forward") || e.contains("Forward") => {
+                format!("ERR not the leader: send membership changes to node {id} at {addr}")
+            }
+            _ => format!("ERR {e}"),
+        }
+    };
+    match sub.as_str() {
+        "add-learner" => {
+            if argv.len() != 5 {
+                return Err("ERR wrong number of arguments for 'raft|add-learner' command".into());
+            }
+            let node = redoubt_raft::NodeAddr {
+                raft_addr: String::from_utf8_lossy(&argv[3]).into_owned(),
+                client_addr: String::from_utf8_lossy(&argv[4]).into_owned(),
+            };
+            // Blocking: answers once the learner has caught up with the log.
+            repl.raft.add_learner(id(&argv[2])?, node, true).await.map_err(|e| not_leader(e.to_string()))?;
+            Ok("OK")
+        }
+        "promote" => {
+            if argv.len() < 3 {
+                return Err("ERR wrong number of arguments for 'raft|promote' command".into());
+            }
+            let ids = argv[2..].iter().map(id).collect::<Result<BTreeSet<u64>, _>>()?;
+            repl.grown.store(true, std::sync::atomic::Ordering::Release);
+            repl.sole_voter.store(false, std::sync::atomic::Ordering::Release);
+            repl.raft
+                .change_membership(ChangeMembers::AddVoterIds(ids), false)
+                .await
+                .map_err(|e| not_leader(e.to_string()))?;
+            Ok("OK")
+        }
+        "remove" => {
+            if argv.len() != 3 {
+                return Err("ERR wrong number of arguments for 'raft|remove' command".into());
+            }
+            let n = id(&argv[2])?;
+            let voter = repl.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == n);
+            let change = if voter {
+                ChangeMembers::RemoveVoters(BTreeSet::from([n]))
+            } else {
+                ChangeMembers::RemoveNodes(BTreeSet::from([n]))
+            };
+            repl.raft.change_membership(change, false).await.map_err(|e| not_leader(e.to_string()))?;
+            Ok("OK")
+        }
+        "transfer-leader" => {
+            Err("ERR TRANSFER-LEADER is not available: openraft 0.9 cannot hand leadership over".into())
+        }
+        _ => Err(format!("ERR unknown subcommand '{sub}'. Try RAFT HELP.")),
+    }
+}

@@ -90,6 +90,9 @@ pub struct Replicator {
     recorded: AtomicU64,
     /// True while this node is the only voter: a batch flushed here is committed.
     sole_voter: std::sync::atomic::AtomicBool,
+    /// Set (for good) before this node proposes new voters: from then on commits come only
+    /// from openraft, even in the moment before the new membership shows in its metrics.
+    pub grown: std::sync::atomic::AtomicBool,
     /// `appendfsync everysec` on a sole voter: replies do not wait for the log at all, as
     /// Redis's everysec acknowledges before its fsync. The loss window (about a second of
     /// acknowledged writes on any crash) is the documented price.
@@ -313,19 +316,30 @@ pub fn begin_epoch(shared: &Shared, repl: &Replicator) {
 /// node serves clients; afterwards it keeps running in background tasks (and never
 /// returns in the select loop of `run_shared`, where it is polled).
 pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<()> {
-    let (dir, node_id, fsync, cluster) = {
+    let (dir, node_id, fsync, cluster, raft_addr, join) = {
         let c = shared.config.read();
-        (std::path::PathBuf::from(&c.dir), c.node_id, c.appendfsync.clone(), c.cluster.clone())
+        (
+            std::path::PathBuf::from(&c.dir),
+            c.node_id,
+            c.appendfsync.clone(),
+            c.cluster.clone(),
+            c.raft_addr.clone(),
+            c.join,
+        )
     };
-    let clustered = !cluster.is_empty();
-    let members = if clustered {
+    // Clustered: a member list, or a raft address to grow from or join with.
+    let clustered = !cluster.is_empty() || !raft_addr.is_empty() || join;
+    let members = if !cluster.is_empty() {
         let m = cluster::parse_members(&cluster)?;
         if !m.contains_key(&node_id) {
             anyhow::bail!("--cluster does not list this node's id {node_id}");
         }
         m
     } else {
-        BTreeMap::from([(node_id, String::new())])
+        if join && raft_addr.is_empty() {
+            anyhow::bail!("--join needs --raft-addr (where the leader reaches this node)");
+        }
+        BTreeMap::from([(node_id, raft_addr.clone())])
     };
     std::fs::create_dir_all(&dir)?;
     let started = std::time::Instant::now();
@@ -379,13 +393,14 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
             Arc::new(move |body: Vec<u8>| cluster::handle_app(app_shared.clone(), body));
         tokio::spawn(redoubt_raft::network::serve(listener, raft.clone(), app));
     }
-    if !raft.is_initialized().await? {
+    if !join && !raft.is_initialized().await? {
         // Every member starts with the same list, so every member proposes the same
         // initial membership (identical node records: client addresses are learned later).
         let nodes = members
             .iter()
             .map(|(&id, addr)| {
-                let client = if clustered { String::new() } else { client_addr.clone() };
+                // Only a node alone in its first membership knows every client address.
+                let client = if cluster.is_empty() { client_addr.clone() } else { String::new() };
                 (id, redoubt_raft::NodeAddr { raft_addr: addr.clone(), client_addr: client })
             })
             .collect::<BTreeMap<_, _>>();
@@ -404,6 +419,7 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
         commit_tx,
         recorded: AtomicU64::new(0),
         sole_voter: std::sync::atomic::AtomicBool::new(false),
+        grown: std::sync::atomic::AtomicBool::new(false),
         ack_on_execute: std::sync::atomic::AtomicBool::new(false),
         read_req: AtomicU64::new(0),
         read_wake: Notify::new(),
@@ -461,7 +477,8 @@ async fn watch_leadership(shared: Arc<Shared>, repl: Arc<Replicator>) {
             let m = metrics.borrow_and_update();
             let leading = m.state.is_leader();
             let ready = leading && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term);
-            let sole = m.membership_config.membership().voter_ids().eq([repl.node_id]);
+            let sole =
+                m.membership_config.membership().voter_ids().eq([repl.node_id]) && !repl.grown.load(Ordering::Acquire);
             repl.sole_voter.store(sole, Ordering::Release);
             (ready, leading, m.current_leader)
         };
