@@ -85,12 +85,22 @@ impl Cluster {
 
     /// Waits until `key` reads `want` in node `i`'s own state (READONLY: a follower answers
     /// from what it applied, a moment behind the leader).
+    ///
+    /// A node that just lost its leadership closes connections whose replies showed writes
+    /// it can no longer commit: reconnect then.
     fn wait_value(&self, i: usize, key: &str, want: &str, within: Duration) {
         let deadline = Instant::now() + within;
-        let mut c = self.conn(i);
-        assert_eq!(c.cmd(&["READONLY"]), Value::Simple(b"OK".to_vec()));
+        let mut conn: Option<Conn> = None;
         loop {
-            let got = get(&mut c, key);
+            let c = conn.get_or_insert_with(|| self.conn(i));
+            let got = match c.try_cmd(&["READONLY"]).and_then(|_| c.try_cmd(&["GET", key])) {
+                Ok(Value::Bulk(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
+                Ok(_) => None,
+                Err(_) => {
+                    conn = None;
+                    None
+                }
+            };
             if got.as_deref() == Some(want) {
                 return;
             }
@@ -245,4 +255,37 @@ fn grow_from_one_node_to_three_and_shrink_back() {
     assert_eq!(c1.cmd(&["SET", "shrunk", "yes"]), Value::Simple(b"OK".to_vec()));
     assert_eq!(get(&mut n2.conn(), "shrunk").as_deref(), Some("yes"));
     assert!(matches!(c1.cmd(&["RAFT", "TRANSFER-LEADER", "2"]), Value::Error(e) if e.contains("openraft 0.9")));
+}
+
+#[test]
+fn a_frozen_leader_is_replaced_and_follows_when_it_wakes() {
+    let mut cl = Cluster::start();
+    let leader = cl.leader(Duration::from_secs(20));
+    let other = (leader + 1) % 3;
+    assert_eq!(cl.conn(other).cmd(&["SET", "before", "1"]), Value::Simple(b"OK".to_vec()));
+    cl.wait_value(leader, "before", "1", Duration::from_secs(10));
+
+    // SIGSTOP: the leader neither crashes nor answers; the others elect a new one.
+    cl.nodes[leader].as_ref().unwrap().signal("STOP");
+    let frozen = Instant::now();
+    let mut c = cl.conn(other);
+    let mut acked = 0;
+    while acked < 20 {
+        match c.try_cmd(&["INCR", "during"]) {
+            Ok(Value::Int(_)) => acked += 1,
+            Ok(Value::Error(e)) if e.starts_with("TRYAGAIN") || e.starts_with("CLUSTERDOWN") => {}
+            Ok(other) => panic!("INCR while the leader is frozen: {other:?}"),
+            Err(_) => c = cl.conn(other),
+        }
+        assert!(frozen.elapsed() < Duration::from_secs(30), "no progress with the leader frozen");
+    }
+
+    // SIGCONT: the old leader sees the higher term, steps down (nothing was in flight on
+    // it) and catches up.
+    cl.nodes[leader].as_ref().unwrap().signal("CONT");
+    cl.wait_value(leader, "during", "20", Duration::from_secs(20));
+    assert!(cl.nodes[leader].as_mut().unwrap().exited().is_none(), "the old leader exited");
+    let info = raft_info(&mut cl.conn(leader));
+    assert_ne!(info["role"], "leader", "{info:?}");
+    assert_eq!(cl.conn(leader).cmd(&["INCR", "during"]), Value::Int(21));
 }

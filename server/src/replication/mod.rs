@@ -78,6 +78,8 @@ pub struct Replicator {
     /// Raft addresses of the initial members (forwarding and WHOAMI go there).
     pub members: BTreeMap<u64, String>,
     pub network: redoubt_raft::network::Network,
+    /// Read access to the log, for rebuilding the keyspace after a lost leadership.
+    log_reader: redoubt_raft::log_store::LogReader,
     /// The leader's client address, learned from it (RAFT INFO `leader_addr`).
     pub leader_client_addr: parking_lot::Mutex<Option<(u64, String)>>,
     pub sm: redoubt_raft::StateMachineStore<sm::ServerSm>,
@@ -281,11 +283,19 @@ fn step_down(shared: &Shared, repl: &Replicator) {
         tracing::info!(node = repl.node_id, "no longer leading; following");
         return;
     }
-    // The keyspace may hold operations the log will never commit. Rebuilding it in place
-    // (snapshot + committed log) is not implemented yet: stop, and let the supervisor
-    // restart the node, which then loads exactly the committed state and rejoins.
-    tracing::error!("lost the leadership with writes in flight; stopping so a restart reloads the committed state");
-    std::process::exit(75);
+    // The keyspace may hold operations the log will never commit: rebuild it from the
+    // snapshot and the committed log. (Entries of the ending epoch that did commit come
+    // back through openraft's apply: the rebuilt watermark no longer covers them.)
+    let started = std::time::Instant::now();
+    if let Err(e) = sm::rebuild(shared, &mut st, repl.sm.current_snapshot_path(), &repl.log_reader) {
+        // Without a consistent state this node must not serve; a restart reloads it.
+        tracing::error!(error = %e, "rebuilding the keyspace after a lost leadership failed; stopping");
+        std::process::exit(75);
+    }
+    tracing::warn!(
+        ms = started.elapsed().as_millis() as u64,
+        "lost the leadership with writes in flight; keyspace rebuilt from the committed log"
+    );
 }
 
 /// Starts a new leadership stint once this node leads and has applied everything before
@@ -370,6 +380,7 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
         }
     });
     let log = redoubt_raft::LogStore::open_with_hook(&db, policy, Some(hook))?;
+    let log_reader = log.reader();
     let app = Arc::new(sm::ServerSm { shared: Arc::downgrade(&shared) });
     let sm = redoubt_raft::StateMachineStore::open(dir.join("raft-snapshots"), app)?;
     let config = openraft::Config {
@@ -413,6 +424,7 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
         clustered,
         members,
         network,
+        log_reader,
         leader_client_addr: parking_lot::Mutex::new(None),
         sm,
         wake: Notify::new(),

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::codec::{self, SnapshotHeader};
 use super::Ticket;
 use crate::keyspace::Keyspace;
-use crate::shared::Shared;
+use crate::shared::{Shared, State};
 
 /// The server side of `redoubt_raft::StateMachine`. Holds the server weakly: the server
 /// owns the Raft instance that owns this.
@@ -31,36 +31,7 @@ impl redoubt_raft::StateMachine for ServerSm {
         st.repl.raft_state.clear();
         st.repl.raft_state.extend_from_slice(raft_state);
         for &(index, payload) in entries {
-            let payload = Bytes::copy_from_slice(payload);
-            let (origin, ops) = match codec::decode_batch(&payload) {
-                Ok(x) => x,
-                Err(e) => {
-                    // The log is checksummed by sled and written by us: a batch that does
-                    // not decode means corrupt storage. Stop loudly rather than diverge.
-                    tracing::error!(index, error = %e, "undecodable log entry; stopping");
-                    std::process::abort();
-                }
-            };
-            let fx = st.ks.effects.as_ref().map_or(0, |v| v.len());
-            let have = st.repl.watermark(fx);
-            // Ops this state already holds: the leader's own (it ran them), or those a
-            // snapshot included.
-            let skip = if origin.epoch == have.epoch { have.seq.saturating_sub(origin.first_seq - 1) } else { 0 };
-            if skip as usize >= ops.len() {
-                continue;
-            }
-            // Ops applied here run through the command table and must not be recorded again.
-            let recording = st.ks.effects.take();
-            for (i, op) in ops.iter().enumerate().skip(skip as usize) {
-                if let Err(e) = crate::replay::apply(&shared, &mut st, op) {
-                    // A recorded op that the table refuses: same build on every node, so
-                    // this is a bug or corruption.
-                    tracing::error!(index, error = %e.text(), "log entry refused by the command table; stopping");
-                    std::process::abort();
-                }
-                st.repl.applied = Ticket { epoch: origin.epoch, seq: origin.first_seq + i as u64 };
-            }
-            st.ks.effects = recording;
+            apply_payload(&shared, &mut st, index, payload);
         }
         if !st.ks.ready.is_empty() {
             crate::conn::serve_ready(&shared, &mut st);
@@ -148,4 +119,79 @@ fn release_hold(shared: &Shared) {
     }
     shared.write_hold.store(false, std::sync::atomic::Ordering::Release);
     shared.unpaused.notify_waiters();
+}
+
+/// Applies one committed entry's batch to the state, skipping the operations it already
+/// holds (see the watermark in `replication`).
+pub fn apply_payload(shared: &Shared, st: &mut State, index: u64, payload: &[u8]) {
+    let payload = Bytes::copy_from_slice(payload);
+    let (origin, ops) = match codec::decode_batch(&payload) {
+        Ok(x) => x,
+        Err(e) => {
+            // The log is checksummed by sled and written by us: a batch that does not
+            // decode means corrupt storage. Stop loudly rather than diverge.
+            tracing::error!(index, error = %e, "undecodable log entry; stopping");
+            std::process::abort();
+        }
+    };
+    let fx = st.ks.effects.as_ref().map_or(0, |v| v.len());
+    let have = st.repl.watermark(fx);
+    // Ops this state already holds: the leader's own (it ran them), or those a snapshot
+    // included.
+    let skip = if origin.epoch == have.epoch { have.seq.saturating_sub(origin.first_seq - 1) } else { 0 };
+    if skip as usize >= ops.len() {
+        return;
+    }
+    // Ops applied here run through the command table and must not be recorded again.
+    let recording = st.ks.effects.take();
+    for (i, op) in ops.iter().enumerate().skip(skip as usize) {
+        if let Err(e) = crate::replay::apply(shared, st, op) {
+            // A recorded op that the table refuses: same build on every node, so this is
+            // a bug or corruption.
+            tracing::error!(index, error = %e.text(), "log entry refused by the command table; stopping");
+            std::process::abort();
+        }
+        st.repl.applied = Ticket { epoch: origin.epoch, seq: origin.first_seq + i as u64 };
+    }
+    st.ks.effects = recording;
+}
+
+/// Puts the keyspace back to exactly what the log committed up to the last entry applied
+/// here: the current snapshot, then the entries after it. A leader that lost its
+/// leadership with operations in flight does this: its keyspace ran them, the log may
+/// never hold them.
+pub fn rebuild(
+    shared: &Shared,
+    st: &mut State,
+    snapshot: Option<std::path::PathBuf>,
+    log: &redoubt_raft::log_store::LogReader,
+) -> io::Result<()> {
+    let applied = redoubt_raft::state_machine::decode_raft_state(&st.repl.raft_state)?.0;
+    let mut fresh = Keyspace::new(st.ks.dbs.len());
+    let header = match snapshot {
+        Some(path) => codec::read_snapshot(&mut fresh, &mut std::io::BufReader::new(std::fs::File::open(path)?))?,
+        None => SnapshotHeader::default(),
+    };
+    let from = if header.raft_state.is_empty() {
+        0
+    } else {
+        redoubt_raft::state_machine::decode_raft_state(&header.raft_state)?.0.map_or(0, |l| l.index + 1)
+    };
+    for db in 0..st.ks.dbs.len() {
+        st.ks.flush_db(db);
+    }
+    std::mem::swap(&mut st.ks.dbs, &mut fresh.dbs);
+    let raft_state = std::mem::replace(&mut st.repl.raft_state, header.raft_state);
+    st.repl.applied = Ticket { epoch: header.epoch, seq: header.seq };
+    if let Some(applied) = applied {
+        let entries = log.entries(from..=applied.index).map_err(|e| io::Error::other(e.to_string()))?;
+        for e in entries {
+            if let openraft::EntryPayload::Normal(p) = &e.payload {
+                apply_payload(shared, st, e.log_id.index, &p.0);
+            }
+        }
+    }
+    st.repl.raft_state = raft_state;
+    st.ks.events.clear();
+    Ok(())
 }
