@@ -235,6 +235,13 @@ impl Connection {
                     pending = Some(argv);
                     continue;
                 }
+                Flow::Admin(argv) if argv[0].eq_ignore_ascii_case(b"wait") => {
+                    match crate::replication::cluster::wait_replicas(&self.shared, &argv).await {
+                        Ok(n) => out.int(n),
+                        Err(e) => out.error(&e),
+                    }
+                    continue;
+                }
                 Flow::Admin(argv) => {
                     match crate::replication::cluster::admin(&self.shared, &argv).await {
                         Ok(s) => out.simple(s),
@@ -470,6 +477,10 @@ impl Connection {
             }
             Ok(None) => {
                 let spec = spec.expect("checked");
+                // WAIT in a cluster counts replicas as they catch up: answered asynchronously.
+                if spec.name == "wait" && self.conn.multi.is_none() && shared.repl.get().is_some_and(|r| r.clustered) {
+                    return Flow::Admin(argv);
+                }
                 if spec.name == "raft"
                     && argv.get(1).is_some_and(|s| {
                         ["add-learner", "promote", "remove", "transfer-leader"]

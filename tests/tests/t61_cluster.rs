@@ -160,6 +160,15 @@ fn writes_on_any_node_replicate_and_survive_leader_failover() {
     };
     assert!(repl.contains("role:slave") && repl.contains("master_link_status:up"), "{repl}");
 
+    // WAIT on the leader counts the followers that hold the connection's writes.
+    let mut l = cl.conn(leader);
+    assert_eq!(l.cmd(&["SET", "waited", "1"]), Value::Simple(b"OK".to_vec()));
+    assert_eq!(l.cmd(&["WAIT", "2", "5000"]), Value::Int(2));
+    assert!(
+        matches!(cl.conn(follower).cmd(&["WAIT", "1", "100"]), Value::Error(e) if e.starts_with("ERR WAIT cannot be used with replica"))
+    );
+    assert!(matches!(l.cmd(&["WAIT", "1", "-1"]), Value::Error(e) if e == "ERR timeout is negative"));
+
     // A snapshot on the leader while writes arrive through a follower: writes pause while
     // the leader's operations in flight commit, then go on.
     let mut l = cl.conn(leader);

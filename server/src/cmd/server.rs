@@ -509,7 +509,8 @@ fn latency(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     Ok(())
 }
 
-/// WAIT: a single node has no replicas to wait for.
+/// WAIT: a single node has no replicas to wait for. (In a cluster the connection answers
+/// WAIT itself, asynchronously: `replication::cluster::wait_replicas`.)
 fn wait(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     args::int(&argv[1])?;
     let t = args::int(&argv[2])?;

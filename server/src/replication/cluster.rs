@@ -301,3 +301,49 @@ pub async fn admin(shared: &Shared, argv: &[Bytes]) -> Result<&'static str, Stri
         _ => Err(format!("ERR unknown subcommand '{sub}'. Try RAFT HELP.")),
     }
 }
+
+/// WAIT numreplicas timeout in a cluster: how many other members hold everything this node
+/// had in its log when WAIT ran (so at least the connection's acknowledged writes, which
+/// were committed before their replies), waiting up to `timeout` ms (0: forever) for
+/// `numreplicas` of them.
+pub async fn wait_replicas(shared: &Shared, argv: &[Bytes]) -> Result<i64, String> {
+    let parse = |a: &Bytes| {
+        redoubt_protocol::num::parse_i64(a).ok_or_else(|| "ERR value is not an integer or out of range".to_string())
+    };
+    let want = parse(&argv[1])?;
+    let timeout = parse(&argv[2])?;
+    if timeout < 0 {
+        return Err("ERR timeout is negative".into());
+    }
+    let repl = shared.repl.get().ok_or("ERR not durable")?;
+    let mut metrics = repl.raft.metrics();
+    if !metrics.borrow().state.is_leader() {
+        return Err("ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.".into());
+    }
+    let target = metrics.borrow().last_log_index.unwrap_or(0);
+    let me = repl.node_id;
+    let count = |m: &openraft::RaftMetrics<u64, redoubt_raft::NodeAddr>| -> i64 {
+        m.replication
+            .as_ref()
+            .map_or(0, |r| r.iter().filter(|(id, l)| **id != me && l.is_some_and(|l| l.index >= target)).count() as i64)
+    };
+    let deadline = (timeout > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(timeout as u64));
+    loop {
+        let n = count(&metrics.borrow_and_update());
+        if n >= want {
+            return Ok(n);
+        }
+        let changed = metrics.changed();
+        match deadline {
+            Some(d) => match tokio::time::timeout_at(d, changed).await {
+                Ok(Ok(())) => {}
+                _ => return Ok(count(&metrics.borrow())),
+            },
+            None => {
+                if changed.await.is_err() {
+                    return Ok(n);
+                }
+            }
+        }
+    }
+}
