@@ -430,8 +430,21 @@ impl Connection {
             let c = rx.borrow();
             c.epoch == ticket.epoch && c.seq >= ticket.seq
         };
-        if !committed && !Replicator::wait_committed(rx, ticket).await {
-            return false;
+        // Bounded: a leader cut off from its majority cannot commit; after the bound the
+        // connection closes (the client retries elsewhere) instead of hanging.
+        if !committed {
+            match tokio::time::timeout(crate::replication::COMMIT_TIMEOUT, Replicator::wait_committed(rx, ticket)).await
+            {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(_) => {
+                    tracing::warn!(
+                        client = self.conn.id,
+                        "write not committed within the bound; closing the connection"
+                    );
+                    return false;
+                }
+            }
         }
         !reads || repl.confirm_leadership().await
     }

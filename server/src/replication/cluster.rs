@@ -26,7 +26,10 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 const FORWARD: u8 = 1;
 const WHOAMI: u8 = 2;
 const OK: u8 = 0;
+/// Refused before running: safe to retry.
 const NOT_LEADER: u8 = 1;
+/// Ran, but its commit is unknown (leadership lost or no majority within the bound).
+const UNKNOWN: u8 = 2;
 
 /// Parses `--cluster 1@127.0.0.1:17001,2@127.0.0.1:17002,...` into id -> raft address.
 pub fn parse_members(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
@@ -103,22 +106,23 @@ pub async fn handle_app(shared: Arc<Shared>, body: Vec<u8>) -> Vec<u8> {
             format!("{host}:{port}").into_bytes()
         }
         Some(&FORWARD) => match run_forwarded(&shared, &body).await {
-            Some(reply) => {
+            Ok(reply) => {
                 let mut out = Vec::with_capacity(reply.len() + 1);
                 out.push(OK);
                 out.extend_from_slice(&reply);
                 out
             }
-            None => vec![NOT_LEADER],
+            Err(status) => vec![status],
         },
         _ => vec![NOT_LEADER],
     }
 }
 
-/// Runs a forwarded command as the leader; None if this node does not lead (any more).
-async fn run_forwarded(shared: &Arc<Shared>, body: &[u8]) -> Option<Vec<u8>> {
-    let repl = shared.repl.get()?;
-    let (db, resp3, argv) = decode_forward(body)?;
+/// Runs a forwarded command as the leader: its reply, or why there is none (NOT_LEADER:
+/// nothing ran; UNKNOWN: it ran but may not commit).
+async fn run_forwarded(shared: &Arc<Shared>, body: &[u8]) -> Result<Vec<u8>, u8> {
+    let repl = shared.repl.get().ok_or(NOT_LEADER)?;
+    let (db, resp3, argv) = decode_forward(body).ok_or(NOT_LEADER)?;
     let reads = cmd::lookup(&argv[0]).is_some_and(|s| s.flags & cmd::flags::READONLY != 0);
     // A snapshot's write hold applies to forwarded writes as to local ones.
     while !reads && shared.write_hold.load(std::sync::atomic::Ordering::Acquire) {
@@ -127,7 +131,7 @@ async fn run_forwarded(shared: &Arc<Shared>, body: &[u8]) -> Option<Vec<u8>> {
     let (reply, ticket) = {
         let mut st = shared.state.lock();
         if st.repl.leader_epoch == 0 {
-            return None;
+            return Err(NOT_LEADER);
         }
         let mut out = ReplyBuf::new(resp3);
         match cmd::lookup(&argv[0]) {
@@ -157,13 +161,16 @@ async fn run_forwarded(shared: &Arc<Shared>, body: &[u8]) -> Option<Vec<u8>> {
     };
     repl.wake_proposer();
     let mut rx = repl.subscribe();
-    if !Replicator::wait_committed(&mut rx, ticket).await {
-        return None;
+    match tokio::time::timeout(super::COMMIT_TIMEOUT, Replicator::wait_committed(&mut rx, ticket)).await {
+        Ok(true) => {}
+        // It ran here, and may or may not commit: the client must not blindly retry.
+        _ => return Err(UNKNOWN),
     }
     if reads && !repl.confirm_leadership().await {
-        return None;
+        // A read changes nothing: retrying it is safe.
+        return Err(NOT_LEADER);
     }
-    Some(reply)
+    Ok(reply)
 }
 
 /// Sends a client's command to the leader and returns the reply bytes to write back, or an
@@ -185,7 +192,13 @@ pub async fn forward(shared: &Shared, db: usize, resp3: bool, argv: &[Bytes]) ->
     match repl.network.call_app(leader, &addr, body, FORWARD_TIMEOUT).await {
         Ok(r) if r.first() == Some(&OK) => Ok(r[1..].to_vec()),
         // The leader refused before running anything: safe to tell the client to retry.
-        Ok(_) => Err(Some("TRYAGAIN Leadership is changing; retry the command".into())),
+        Ok(r) if r.first() == Some(&NOT_LEADER) => {
+            Err(Some("TRYAGAIN Leadership is changing; retry the command".into()))
+        }
+        Ok(_) => {
+            tracing::warn!("forwarded command ran on the leader but its commit is unknown");
+            Err(None)
+        }
         Err(redoubt_raft::network::NetError::Unreachable { .. }) => {
             Err(Some("TRYAGAIN The leader is unreachable; retry the command".into()))
         }

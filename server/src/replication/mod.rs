@@ -37,6 +37,10 @@ use crate::shared::{Shared, State};
 /// with ~22 ops per entry; 2 in flight ~17k/s with 14; 8 in flight ~12k/s with 7).
 const MAX_IN_FLIGHT: usize = 1;
 
+/// How long a reply waits for its operations to commit before the connection is closed
+/// (a leader without a majority cannot commit; its clients should go elsewhere).
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A point in the stream of recorded operations: the `seq`-th op of leadership `epoch`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ticket {
