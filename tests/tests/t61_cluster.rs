@@ -298,3 +298,149 @@ fn a_frozen_leader_is_replaced_and_follows_when_it_wakes() {
     assert_ne!(info["role"], "leader", "{info:?}");
     assert_eq!(cl.conn(leader).cmd(&["INCR", "during"]), Value::Int(21));
 }
+
+/// A TCP proxy between two nodes that a test can cut (existing connections are shut down,
+/// new ones refused) and heal.
+struct Link {
+    addr: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Link {
+    fn new(to: String) -> Link {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, l) = (cut.clone(), live.clone());
+        std::thread::spawn(move || {
+            for inbound in listener.incoming().flatten() {
+                if c.load(Ordering::SeqCst) {
+                    continue; // dropped: the peer sees a reset
+                }
+                let Ok(outbound) = std::net::TcpStream::connect(&to) else { continue };
+                let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
+                let mut live = l.lock().unwrap();
+                live.push(inbound.try_clone().unwrap());
+                live.push(outbound.try_clone().unwrap());
+                for (mut r, mut w) in
+                    [(inbound.try_clone().unwrap(), outbound.try_clone().unwrap()), (outbound, inbound)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut r, &mut w);
+                        let _ = w.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Link { addr, cut, live }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+        if cut {
+            for s in self.live.lock().unwrap().drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_partitioned_leader_is_replaced_and_rejoins_after_healing() {
+    let dir = TempDir::new("redoubt-t61p");
+    let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let raft: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    // links[i][j]: node i's way to node j (node i's member list names it for j).
+    let links: Vec<Vec<Option<Link>>> =
+        (0..3).map(|i| (0..3).map(|j| (i != j).then(|| Link::new(raft[j].clone()))).collect()).collect();
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            let spec = (0..3)
+                .map(|j| {
+                    format!(
+                        "{}@{}",
+                        j + 1,
+                        if i == j { raft[j].clone() } else { links[i][j].as_ref().unwrap().addr.clone() }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let d = dir.path().join(format!("n{}", i + 1));
+            std::fs::create_dir_all(&d).unwrap();
+            Node::start_on(client[i], &d, &["--node-id", &(i + 1).to_string(), "--cluster", &spec])
+        })
+        .collect();
+    let leader_of = |c: &mut Conn| raft_info(c).get("leader_id").and_then(|s| s.parse::<usize>().ok());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leader = loop {
+        if let Some(l) = leader_of(&mut nodes[0].conn()) {
+            break l - 1;
+        }
+        assert!(Instant::now() < deadline, "no leader");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let other = (leader + 1) % 3;
+    let mut acked = 0;
+    for _ in 0..10 {
+        assert!(matches!(nodes[other].conn().cmd(&["INCR", "n"]), Value::Int(_)));
+        acked += 1;
+    }
+
+    // Cut the leader off from both others, both ways.
+    for j in 0..3 {
+        if j != leader {
+            links[leader][j].as_ref().unwrap().set_cut(true);
+            links[j][leader].as_ref().unwrap().set_cut(true);
+        }
+    }
+    let cut_at = Instant::now();
+    let mut c = nodes[other].conn();
+    while acked < 30 {
+        match c.try_cmd(&["INCR", "n"]) {
+            Ok(Value::Int(_)) => acked += 1,
+            Ok(Value::Error(e)) if e.starts_with("TRYAGAIN") || e.starts_with("CLUSTERDOWN") => {}
+            Ok(v) => panic!("INCR during the partition: {v:?}"),
+            Err(_) => c = nodes[other].conn(),
+        }
+        assert!(cut_at.elapsed() < Duration::from_secs(40), "the majority made no progress");
+    }
+    println!("partition: majority acknowledged writes again {} ms after the cut", cut_at.elapsed().as_millis());
+
+    // Heal: the old leader hears the new term, follows and catches up.
+    for row in &links {
+        for l in row.iter().flatten() {
+            l.set_cut(false);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut c = nodes[leader].conn();
+        let _ = c.try_cmd(&["READONLY"]);
+        if let Ok(Value::Bulk(b)) = c.try_cmd(&["GET", "n"]) {
+            if b == acked.to_string().into_bytes() {
+                break;
+            }
+        }
+        assert!(nodes[leader].exited().is_none(), "the old leader exited");
+        assert!(Instant::now() < deadline, "the old leader did not catch up after healing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Its link to the new leader may still be backing off from the partition: TRYAGAIN
+    // (nothing ran) until it reconnects.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match nodes[leader].conn().cmd(&["INCR", "n"]) {
+            Value::Int(v) => {
+                assert_eq!(v, acked + 1);
+                break;
+            }
+            Value::Error(e) if e.starts_with("TRYAGAIN") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => panic!("INCR on the healed node: {other:?}"),
+        }
+    }
+}
