@@ -124,6 +124,15 @@ fn release_hold(shared: &Shared) {
 /// Applies one committed entry's batch to the state, skipping the operations it already
 /// holds (see the watermark in `replication`).
 pub fn apply_payload(shared: &Shared, st: &mut State, index: u64, payload: &[u8]) {
+    // The leader's own batches (all of them, normally) are skipped from the header alone,
+    // without copying or decoding the operations.
+    if let Some((epoch, last)) = codec::batch_last(payload) {
+        let fx = st.ks.effects.as_ref().map_or(0, |v| v.len());
+        let have = st.repl.watermark(fx);
+        if epoch == have.epoch && last <= have.seq {
+            return;
+        }
+    }
     let payload = Bytes::copy_from_slice(payload);
     let (origin, ops) = match codec::decode_batch(&payload) {
         Ok(x) => x,
