@@ -159,6 +159,12 @@ fn writes_on_any_node_replicate_and_survive_leader_failover() {
         other => panic!("{other:?}"),
     };
     assert!(repl.contains("role:slave") && repl.contains("master_link_status:up"), "{repl}");
+    let lrepl = match cl.conn(leader).cmd(&["INFO", "replication"]) {
+        Value::Bulk(b) | Value::Verbatim(_, b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("{other:?}"),
+    };
+    assert!(lrepl.contains("role:master") && lrepl.contains("connected_slaves:2"), "{lrepl}");
+    assert!(lrepl.contains("slave0:ip=127.0.0.1,") && lrepl.contains("state=online"), "{lrepl}");
 
     // WAIT on the leader counts the followers that hold the connection's writes.
     let mut l = cl.conn(leader);

@@ -264,10 +264,44 @@ fn info_section(ctx: &mut Ctx, sec: &str, t: &mut String) {
                 return;
             }
             kv("role", "master".into());
-            kv("connected_slaves", "0".into());
+            // A cluster leader lists its followers as Redis lists replicas: the offset is
+            // the log index each holds, the lag how far behind the leader's log it is.
+            let leader = srv.repl.get().filter(|r| r.clustered).map(|r| r.raft.metrics().borrow().clone());
+            let (offset, followers) = match &leader {
+                Some(m) if m.state.is_leader() => {
+                    let last = m.last_log_index.unwrap_or(0);
+                    let nodes = m.membership_config.membership();
+                    let list: Vec<(u64, String, u64)> = m
+                        .replication
+                        .as_ref()
+                        .map(|r| {
+                            r.iter()
+                                .filter(|(id, _)| **id != m.id)
+                                .map(|(id, l)| {
+                                    let addr = nodes.get_node(id).map(|n| n.raft_addr.clone()).unwrap_or_default();
+                                    (*id, addr, l.map_or(0, |l| l.index))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (last, list)
+                }
+                _ => (0, Vec::new()),
+            };
+            kv("connected_slaves", followers.len().to_string());
+            for (i, (id, addr, matched)) in followers.iter().enumerate() {
+                let (ip, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "0"));
+                kv(
+                    &format!("slave{i}"),
+                    format!(
+                        "ip={ip},port={port},state=online,offset={matched},lag={},node_id={id}",
+                        offset.saturating_sub(*matched)
+                    ),
+                );
+            }
             kv("master_failover_state", "no-failover".into());
             kv("master_replid", srv.run_id.clone());
-            kv("master_repl_offset", "0".into());
+            kv("master_repl_offset", offset.to_string());
             kv("repl_backlog_active", "0".into());
         }
         "cpu" => {
