@@ -702,8 +702,7 @@ impl Connection {
         self.conn.info.blocked.store(true, Ordering::Relaxed);
         self.shared.blocked_clients.fetch_add(1, Ordering::Relaxed);
         let result = self.block_loop(req.deadline_ms, out).await;
-        self.conn.info.blocked.store(false, Ordering::Relaxed);
-        self.shared.blocked_clients.fetch_sub(1, Ordering::Relaxed);
+        self.unblocked();
         // Unregister if still waiting (timeout, error, disconnect).
         let was_waiting = remove_waiter(&mut self.shared.state.lock(), id);
         match result {
@@ -747,6 +746,13 @@ impl Connection {
         }
     }
 
+    /// Marks the connection as no longer blocked (once per block).
+    fn unblocked(&mut self) {
+        if self.conn.info.blocked.swap(false, Ordering::Relaxed) {
+            self.shared.blocked_clients.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     async fn block_loop(&mut self, deadline_ms: i64, out: &mut ReplyBuf) -> std::io::Result<BlockEnd> {
         loop {
             let sleep = if deadline_ms > 0 {
@@ -757,6 +763,10 @@ impl Connection {
             tokio::select! {
                 p = self.rx.recv() => match p {
                     Some(Push::Served(bytes)) => {
+                        // No longer blocked before the client can see the reply: a client
+                        // that reads it and then checks INFO's blocked_clients must not
+                        // count this connection any more.
+                        self.unblocked();
                         self.ticket_from_others();
                         if !self.await_commit().await {
                             return Ok(BlockEnd::Closed);
