@@ -65,46 +65,31 @@ pub fn encode_forward(db: usize, resp3: bool, argv: &[Bytes]) -> Vec<u8> {
 
 fn decode_forward(body: &[u8]) -> Option<(usize, bool, Vec<Bytes>)> {
     let payload = Bytes::copy_from_slice(body.get(1..)?);
-    let mut pos = 0;
-    let len = |pos: &mut usize| -> Option<u64> {
-        let mut n = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *payload.get(*pos)?;
-            *pos += 1;
-            n |= ((b & 0x7f) as u64) << shift;
-            if b & 0x80 == 0 {
-                return Some(n);
-            }
-        }
-        None
-    };
-    let db = len(&mut pos)? as usize;
-    let resp3 = *payload.get(pos)? != 0;
-    pos += 1;
-    let argc = len(&mut pos)? as usize;
-    if argc == 0 || argc > payload.len() {
+    let mut c = super::codec::Cursor { b: &payload, pos: 0 };
+    let db = c.len().ok()? as usize;
+    let resp3 = c.u8().ok()? != 0;
+    let argc = c.count(1).ok()?;
+    if argc == 0 {
         return None;
     }
     let mut argv = Vec::with_capacity(argc);
     for _ in 0..argc {
-        let n = len(&mut pos)? as usize;
-        if payload.len() - pos < n {
-            return None;
-        }
-        argv.push(payload.slice(pos..pos + n));
-        pos += n;
+        let n = c.len().ok()? as usize;
+        argv.push(c.slice(n).ok()?);
     }
-    (pos == payload.len()).then_some((db, resp3, argv))
+    (c.pos == payload.len()).then_some((db, resp3, argv))
+}
+
+/// The address this node's clients use: the first bound address and the port.
+pub fn own_client_addr(shared: &Shared) -> String {
+    let host = shared.config.read().bind.first().cloned().unwrap_or_else(|| "127.0.0.1".into());
+    format!("{host}:{}", shared.port.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// The leader's side of the cluster port's application requests.
 pub async fn handle_app(shared: Arc<Shared>, body: Vec<u8>) -> Vec<u8> {
     match body.first() {
-        Some(&WHOAMI) => {
-            let port = shared.port.load(std::sync::atomic::Ordering::Relaxed);
-            let host = shared.config.read().bind.first().cloned().unwrap_or_else(|| "127.0.0.1".into());
-            format!("{host}:{port}").into_bytes()
-        }
+        Some(&WHOAMI) => own_client_addr(&shared).into_bytes(),
         Some(&FORWARD) => match run_forwarded(&shared, &body).await {
             Ok(reply) => {
                 let mut out = Vec::with_capacity(reply.len() + 1);
@@ -270,9 +255,6 @@ pub async fn admin(shared: &Shared, argv: &[Bytes]) -> Result<&'static str, Stri
     };
     match sub.as_str() {
         "add-learner" => {
-            if argv.len() != 5 {
-                return Err("ERR wrong number of arguments for 'raft|add-learner' command".into());
-            }
             let node = redoubt_raft::NodeAddr {
                 raft_addr: String::from_utf8_lossy(&argv[3]).into_owned(),
                 client_addr: String::from_utf8_lossy(&argv[4]).into_owned(),
@@ -282,9 +264,6 @@ pub async fn admin(shared: &Shared, argv: &[Bytes]) -> Result<&'static str, Stri
             Ok("OK")
         }
         "promote" => {
-            if argv.len() < 3 {
-                return Err("ERR wrong number of arguments for 'raft|promote' command".into());
-            }
             let ids = argv[2..].iter().map(id).collect::<Result<BTreeSet<u64>, _>>()?;
             repl.grown.store(true, std::sync::atomic::Ordering::Release);
             repl.sole_voter.store(false, std::sync::atomic::Ordering::Release);
@@ -295,9 +274,6 @@ pub async fn admin(shared: &Shared, argv: &[Bytes]) -> Result<&'static str, Stri
             Ok("OK")
         }
         "remove" => {
-            if argv.len() != 3 {
-                return Err("ERR wrong number of arguments for 'raft|remove' command".into());
-            }
             let n = id(&argv[2])?;
             let voter = repl.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == n);
             let change = if voter {

@@ -87,9 +87,11 @@ pub fn decode_batch(payload: &Bytes) -> io::Result<(Origin, Vec<Op>)> {
     Ok((origin, ops))
 }
 
-struct Cursor<'a> {
-    b: &'a Bytes,
-    pos: usize,
+/// A reader over encoded bytes that never trusts a length (also used for forwarded
+/// commands in `cluster`).
+pub(crate) struct Cursor<'a> {
+    pub(crate) b: &'a Bytes,
+    pub(crate) pos: usize,
 }
 
 impl Cursor<'_> {
@@ -101,13 +103,13 @@ impl Cursor<'_> {
         self.pos += n;
         Ok(s)
     }
-    fn u8(&mut self) -> io::Result<u8> {
+    pub(crate) fn u8(&mut self) -> io::Result<u8> {
         Ok(self.take(1)?[0])
     }
     fn u64(&mut self) -> io::Result<u64> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
-    fn len(&mut self) -> io::Result<u64> {
+    pub(crate) fn len(&mut self) -> io::Result<u64> {
         let mut n = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
@@ -119,14 +121,14 @@ impl Cursor<'_> {
         Err(bad("bad length"))
     }
     /// A count of items of at least `min_size` bytes each, bounded by what is left.
-    fn count(&mut self, min_size: usize) -> io::Result<usize> {
+    pub(crate) fn count(&mut self, min_size: usize) -> io::Result<usize> {
         let n = self.len()? as usize;
         if n > (self.b.len() - self.pos) / min_size.max(1) {
             return Err(bad("count larger than the batch"));
         }
         Ok(n)
     }
-    fn slice(&mut self, n: usize) -> io::Result<Bytes> {
+    pub(crate) fn slice(&mut self, n: usize) -> io::Result<Bytes> {
         if self.b.len() - self.pos < n {
             return Err(bad("truncated batch"));
         }

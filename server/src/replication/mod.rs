@@ -507,11 +507,7 @@ async fn watch_leadership(shared: Arc<Shared>, repl: Arc<Replicator>) {
         let known = repl.leader_client_addr.lock().as_ref().map(|(id, _)| *id);
         if let Some(id) = leader.filter(|&id| Some(id) != known) {
             let addr = if id == repl.node_id {
-                Some(format!(
-                    "{}:{}",
-                    shared.config.read().bind.first().cloned().unwrap_or_else(|| "127.0.0.1".into()),
-                    shared.port.load(Ordering::Relaxed)
-                ))
+                Some(cluster::own_client_addr(&shared))
             } else {
                 match repl.leader_raft_addr() {
                     Some((lid, raddr)) if lid == id => cluster::whoami(&repl, id, &raddr).await,
