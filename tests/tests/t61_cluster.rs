@@ -24,6 +24,32 @@ fn get(c: &mut Conn, key: &str) -> Option<String> {
     }
 }
 
+/// Waits until `key` reads `want` in `node`'s own state (READONLY: a follower answers from
+/// what it applied, a moment behind the leader).
+///
+/// A node that just lost its leadership closes connections whose replies showed writes it
+/// can no longer commit: reconnect then.
+fn wait_value(node: &Node, key: &str, want: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut conn: Option<Conn> = None;
+    loop {
+        let c = conn.get_or_insert_with(|| node.conn());
+        let got = match c.try_cmd(&["READONLY"]).and_then(|_| c.try_cmd(&["GET", key])) {
+            Ok(Value::Bulk(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
+            Ok(_) => None,
+            Err(_) => {
+                conn = None;
+                None
+            }
+        };
+        if got.as_deref() == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{key}={got:?} after {within:?}, want {want}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 struct Cluster {
     dir: TempDir,
     ports: Vec<u16>,
@@ -83,30 +109,8 @@ impl Cluster {
         self.nodes[i].as_ref().expect("node running").conn()
     }
 
-    /// Waits until `key` reads `want` in node `i`'s own state (READONLY: a follower answers
-    /// from what it applied, a moment behind the leader).
-    ///
-    /// A node that just lost its leadership closes connections whose replies showed writes
-    /// it can no longer commit: reconnect then.
     fn wait_value(&self, i: usize, key: &str, want: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        let mut conn: Option<Conn> = None;
-        loop {
-            let c = conn.get_or_insert_with(|| self.conn(i));
-            let got = match c.try_cmd(&["READONLY"]).and_then(|_| c.try_cmd(&["GET", key])) {
-                Ok(Value::Bulk(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
-                Ok(_) => None,
-                Err(_) => {
-                    conn = None;
-                    None
-                }
-            };
-            if got.as_deref() == Some(want) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "node {} has {key}={got:?}, want {want}", i + 1);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_value(self.nodes[i].as_ref().expect("node running"), key, want, within)
     }
 }
 
@@ -256,10 +260,9 @@ fn grow_from_one_node_to_three_and_shrink_back() {
     let info = raft_info(&mut c1);
     assert_eq!((info["members"].as_str(), info["learners"].as_str()), ("1,2,3", ""), "{info:?}");
 
-    // The new members hold the old data and take writes (forwarded to node 1).
-    let mut c3 = n3.conn();
-    assert_eq!(c3.cmd(&["READONLY"]), Value::Simple(b"OK".to_vec()));
-    assert_eq!(get(&mut c3, "before-49").as_deref(), Some("x"));
+    // The new members hold the old data (replicated before PROMOTE returns, applied a
+    // moment later) and take writes (forwarded to node 1).
+    wait_value(&n3, "before-49", "x", Duration::from_secs(10));
     assert_eq!(n2.conn().cmd(&["SET", "grown", "yes"]), Value::Simple(b"OK".to_vec()));
     assert_eq!(get(&mut c1, "grown").as_deref(), Some("yes"));
 
