@@ -250,8 +250,14 @@ impl Connection {
                     continue;
                 }
                 Flow::Forward(argv) => {
-                    let r =
-                        crate::replication::cluster::forward(&self.shared, self.conn.db, self.conn.resp3, &argv).await;
+                    let r = crate::replication::cluster::forward(
+                        &self.shared,
+                        self.conn.db,
+                        self.conn.resp3,
+                        self.conn.id,
+                        &argv,
+                    )
+                    .await;
                     match r {
                         Ok(reply) => out.raw(&reply),
                         Err(Some(e)) => out.error(&e),

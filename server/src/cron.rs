@@ -40,6 +40,15 @@ pub fn tick(shared: &Shared) {
         if maxmemory > 0 && !st.ks.replica {
             let _ = crate::conn::oom_check(shared, &mut st.ks);
         }
+        // The leader drops forwarding sessions past their time, through the log as expiry.
+        if st.repl.leader_epoch != 0 && !st.ks.replica && !st.repl.sessions.is_empty() {
+            let now = st.ks.now_ms;
+            if let Some(op) = st.repl.sessions.expire_due(now) {
+                if let Some(fx) = st.ks.effects.as_mut() {
+                    fx.push(op);
+                }
+            }
+        }
         if !st.ks.ready.is_empty() {
             crate::conn::serve_ready(shared, &mut st);
         }

@@ -1,27 +1,36 @@
-//! Clustered mode: the member list, the node-to-node port, and forwarding a client's write
-//! from a follower to the leader.
+//! Clustered mode: the member list, the node-to-node port, and forwarding a client's
+//! command from a follower to the leader.
 //!
 //! A follower never executes a write itself: the command goes to the leader over the
 //! cluster port (an application request of `redoubt_raft::network`), the leader runs it as
 //! it would for its own client, waits until it is committed, and sends back the reply
-//! bytes, which the follower writes to its client. A forward is sent once and never
-//! retried: when the link breaks mid-request the client's connection is closed (the write
-//! may or may not have happened, as when a Redis master dies), so a forwarded write is
-//! never applied twice.
+//! bytes, which the follower writes to its client. When the link breaks, the leader
+//! changes or an answer is late, the follower sends the same request again (to whichever
+//! node leads by then) until [`FORWARD_TIMEOUT`]; the session table (`session`) makes a
+//! write that already ran answer its recorded reply instead of running twice. Only when
+//! the bound passes with the outcome still unknown is the client's connection closed (as
+//! when a Redis master dies mid-command).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use redoubt_protocol::ReplyBuf;
 
+use super::session::{self, Lookup};
 use super::Replicator;
 use crate::cmd::{self, BlockMode, Ctx};
 use crate::shared::Shared;
 
-/// How long a follower waits for the leader to answer a forwarded command.
+/// How long a follower keeps trying to get a forwarded command answered.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one attempt waits before the follower tries again (a write retried this way
+/// is answered from the session table if it ran). Longer than a healthy commit by far;
+/// short enough that a frozen or cut-off leader costs one election, not the whole bound.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 const FORWARD: u8 = 1;
 const WHOAMI: u8 = 2;
@@ -30,6 +39,9 @@ const OK: u8 = 0;
 const NOT_LEADER: u8 = 1;
 /// Ran, but its commit is unknown (leadership lost or no majority within the bound).
 const UNKNOWN: u8 = 2;
+/// Refused: a copy older than its session's last request, or sent too long ago. Nobody
+/// should be waiting for it.
+const STALE: u8 = 3;
 
 /// Parses `--cluster 1@127.0.0.1:17001,2@127.0.0.1:17002,...` into id -> raft address.
 pub fn parse_members(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
@@ -51,33 +63,52 @@ pub fn parse_members(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
     Ok(m)
 }
 
-/// A forwarded command: the client's database and protocol, and its arguments.
-pub fn encode_forward(db: usize, resp3: bool, argv: &[Bytes]) -> Vec<u8> {
-    let mut out = vec![FORWARD];
-    crate::keyspace::serial::put_len(&mut out, db as u64);
-    out.push(resp3 as u8);
-    crate::keyspace::serial::put_len(&mut out, argv.len() as u64);
-    for a in argv {
-        crate::keyspace::serial::put_bytes(&mut out, a);
-    }
-    out
+/// A forwarded command: the client's database and protocol, its session (`seq` 0 for
+/// reads, which need none), when it was first sent, and its arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Forward {
+    pub db: usize,
+    pub resp3: bool,
+    pub session: session::SessionId,
+    pub seq: u64,
+    pub sent_ms: i64,
+    pub argv: Vec<Bytes>,
 }
 
-fn decode_forward(body: &[u8]) -> Option<(usize, bool, Vec<Bytes>)> {
-    let payload = Bytes::copy_from_slice(body.get(1..)?);
-    let mut c = super::codec::Cursor { b: &payload, pos: 0 };
-    let db = c.len().ok()? as usize;
-    let resp3 = c.u8().ok()? != 0;
-    let argc = c.count(1).ok()?;
-    if argc == 0 {
-        return None;
+impl Forward {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(48 + self.argv.iter().map(|a| a.len() + 5).sum::<usize>());
+        out.push(FORWARD);
+        crate::keyspace::serial::put_len(&mut out, self.db as u64);
+        out.push(self.resp3 as u8);
+        for n in [self.session.0, self.session.1, self.seq, self.sent_ms as u64] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        crate::keyspace::serial::put_len(&mut out, self.argv.len() as u64);
+        for a in &self.argv {
+            crate::keyspace::serial::put_bytes(&mut out, a);
+        }
+        out
     }
-    let mut argv = Vec::with_capacity(argc);
-    for _ in 0..argc {
-        let n = c.len().ok()? as usize;
-        argv.push(c.slice(n).ok()?);
+
+    fn decode(body: &[u8]) -> Option<Forward> {
+        let payload = Bytes::copy_from_slice(body.get(1..)?);
+        let mut c = super::codec::Cursor { b: &payload, pos: 0 };
+        let db = c.len().ok()? as usize;
+        let resp3 = c.u8().ok()? != 0;
+        let session = (c.u64().ok()?, c.u64().ok()?);
+        let (seq, sent_ms) = (c.u64().ok()?, c.u64().ok()? as i64);
+        let argc = c.count(1).ok()?;
+        if argc == 0 {
+            return None;
+        }
+        let mut argv = Vec::with_capacity(argc);
+        for _ in 0..argc {
+            let n = c.len().ok()? as usize;
+            argv.push(c.slice(n).ok()?);
+        }
+        (c.pos == payload.len()).then_some(Forward { db, resp3, session, seq, sent_ms, argv })
     }
-    (c.pos == payload.len()).then_some((db, resp3, argv))
 }
 
 /// The address this node's clients use: the first bound address and the port.
@@ -104,13 +135,19 @@ pub async fn handle_app(shared: Arc<Shared>, body: Vec<u8>) -> Vec<u8> {
 }
 
 /// Runs a forwarded command as the leader: its reply, or why there is none (NOT_LEADER:
-/// nothing ran; UNKNOWN: it ran but may not commit).
+/// nothing ran; UNKNOWN: it ran but may not commit; STALE: refused, nobody waits).
 async fn run_forwarded(shared: &Arc<Shared>, body: &[u8]) -> Result<Vec<u8>, u8> {
     let repl = shared.repl.get().ok_or(NOT_LEADER)?;
-    let (db, resp3, argv) = decode_forward(body).ok_or(NOT_LEADER)?;
-    let reads = cmd::lookup(&argv[0]).is_some_and(|s| s.flags & cmd::flags::READONLY != 0);
+    let f = Forward::decode(body).ok_or(NOT_LEADER)?;
+    let reads = cmd::lookup(&f.argv[0]).is_some_and(|s| s.flags & cmd::flags::READONLY != 0);
+    if f.seq != 0 && crate::keyspace::now_ms() - f.sent_ms > session::MAX_FORWARD_AGE_MS {
+        // Its session record may already be gone: running it could run it twice. (On a
+        // first attempt this means the nodes' clocks disagree by that much.)
+        tracing::warn!(age_ms = crate::keyspace::now_ms() - f.sent_ms, "refusing a forwarded write sent too long ago");
+        return Err(STALE);
+    }
     // A snapshot's write hold applies to forwarded writes as to local ones.
-    while !reads && shared.write_hold.load(std::sync::atomic::Ordering::Acquire) {
+    while !reads && shared.write_hold.load(Ordering::Acquire) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let (reply, ticket) = {
@@ -118,37 +155,65 @@ async fn run_forwarded(shared: &Arc<Shared>, body: &[u8]) -> Result<Vec<u8>, u8>
         if st.repl.leader_epoch == 0 {
             return Err(NOT_LEADER);
         }
-        let mut out = ReplyBuf::new(resp3);
-        match cmd::lookup(&argv[0]) {
-            Some(spec) if spec.arity_ok(argv.len()) && db < st.ks.dbs.len() => {
-                st.ks.now_ms = crate::keyspace::now_ms();
-                let mut ctx = Ctx {
-                    ks: &mut st.ks,
-                    srv: shared,
-                    out: &mut out,
-                    db,
-                    client_id: 0,
-                    conn: None,
-                    // A forwarded blocking command behaves as inside MULTI: it never waits.
-                    block_mode: BlockMode::Never,
-                    block: None,
-                    in_multi: false,
-                };
-                crate::conn::call(&mut ctx, spec, &argv);
+        let now = crate::keyspace::now_ms();
+        let replay = match f.seq {
+            0 => None,
+            seq => match st.repl.sessions.lookup(f.session, seq) {
+                Lookup::Run => None,
+                Lookup::Replay(reply) => Some(reply),
+                Lookup::Stale => return Err(STALE),
+            },
+        };
+        let reply = match replay {
+            // A retry of a write that ran: its reply once the entry holding it commits
+            // (the ticket below covers everything recorded so far).
+            Some(reply) => reply.to_vec(),
+            None => {
+                let mut out = ReplyBuf::new(f.resp3);
+                let recorded_before = st.ks.effects.as_ref().map_or(0, |v| v.len());
+                match cmd::lookup(&f.argv[0]) {
+                    Some(spec) if spec.arity_ok(f.argv.len()) && f.db < st.ks.dbs.len() => {
+                        st.ks.now_ms = now;
+                        let mut ctx = Ctx {
+                            ks: &mut st.ks,
+                            srv: shared,
+                            out: &mut out,
+                            db: f.db,
+                            client_id: 0,
+                            conn: None,
+                            // A forwarded blocking command behaves as inside MULTI: it never waits.
+                            block_mode: BlockMode::Never,
+                            block: None,
+                            in_multi: false,
+                        };
+                        crate::conn::call(&mut ctx, spec, &f.argv);
+                    }
+                    Some(spec) => out.error(cmd::err::wrong_args(spec.name).text()),
+                    None => out.error(&cmd::unknown_command_error(&f.argv)),
+                }
+                let reply = out.buf.to_vec();
+                // Only a write that changed something needs a record: one that recorded no
+                // operation may run again on a retry, as if it had first run then.
+                let recorded_now = st.ks.effects.as_ref().map_or(0, |v| v.len());
+                if f.seq != 0 && recorded_now > recorded_before {
+                    let op = st.repl.sessions.record(f.session, f.seq, Bytes::from(reply.clone()), now);
+                    if let Some(fx) = st.ks.effects.as_mut() {
+                        fx.push(op);
+                    }
+                }
+                reply
             }
-            Some(spec) => out.error(cmd::err::wrong_args(spec.name).text()),
-            None => out.error(&cmd::unknown_command_error(&argv)),
-        }
+        };
         if !st.ks.ready.is_empty() {
             crate::conn::serve_ready(shared, &mut st);
         }
-        (out.buf.to_vec(), repl.ticket(&st))
+        (reply, repl.ticket(&st))
     };
     repl.wake_proposer();
     let mut rx = repl.subscribe();
     match tokio::time::timeout(super::COMMIT_TIMEOUT, Replicator::wait_committed(&mut rx, ticket)).await {
         Ok(true) => {}
-        // It ran here, and may or may not commit: the client must not blindly retry.
+        // It ran here, and may or may not commit: a retry will tell (the session table).
         _ => return Err(UNKNOWN),
     }
     if reads && !repl.confirm_leadership().await {
@@ -160,38 +225,70 @@ async fn run_forwarded(shared: &Arc<Shared>, body: &[u8]) -> Result<Vec<u8>, u8>
 
 /// Sends a client's command to the leader and returns the reply bytes to write back, or an
 /// error text. `Err(None)` means the outcome is unknown (the connection must close).
-pub async fn forward(shared: &Shared, db: usize, resp3: bool, argv: &[Bytes]) -> Result<Vec<u8>, Option<String>> {
+pub async fn forward(
+    shared: &Shared,
+    db: usize,
+    resp3: bool,
+    client: u64,
+    argv: &[Bytes],
+) -> Result<Vec<u8>, Option<String>> {
     let repl = shared.repl.get().ok_or(Some("ERR not durable".to_string()))?;
+    let write = !cmd::lookup(&argv[0]).is_some_and(|s| s.flags & cmd::flags::READONLY != 0);
+    let f = Forward {
+        db,
+        resp3,
+        session: (repl.origin, client),
+        seq: if write { repl.forward_seq.fetch_add(1, Ordering::Relaxed) + 1 } else { 0 },
+        sent_ms: crate::keyspace::now_ms(),
+        argv: argv.to_vec(),
+    };
+    let body = f.encode();
     let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
-    // No leader yet (an election is running): wait for one, up to the bound.
-    let (leader, addr) = loop {
-        if let Some(l) = repl.leader_raft_addr() {
-            break l;
+    // Whether some attempt may have run the write (then the client cannot be told that
+    // nothing happened), and the error to give if the bound passes otherwise.
+    let mut maybe_ran = false;
+    let mut why = "CLUSTERDOWN No leader elected; retry later";
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Some("CLUSTERDOWN No leader elected; retry later".into()));
+        // No leader (an election is running): wait for one.
+        let Some((leader, addr)) = repl.leader_raft_addr() else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        match repl.network.call_app(leader, &addr, body.clone(), left.min(ATTEMPT_TIMEOUT)).await {
+            Ok(r) if r.first() == Some(&OK) => return Ok(r[1..].to_vec()),
+            Ok(r) if r.first() == Some(&NOT_LEADER) => why = "TRYAGAIN Leadership is changing; retry the command",
+            Ok(r) if r.first() == Some(&STALE) => {
+                // Refused without running. Unless an earlier attempt may have run it, the
+                // only cause is clocks that disagree by more than the refusal age.
+                tracing::warn!("forwarded command refused as too old (do the nodes' clocks differ?)");
+                if maybe_ran {
+                    return Err(None);
+                }
+                return Err(Some(
+                    "ERR the leader refused a forwarded write as too old: the nodes' clocks differ".into(),
+                ));
+            }
+            // Ran on a leader that could not commit it (yet): ask again.
+            Ok(_) => maybe_ran = true,
+            Err(redoubt_raft::network::NetError::Unreachable { .. }) => {
+                why = "TRYAGAIN The leader is unreachable; retry the command"
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "forwarded command: no answer; retrying");
+                maybe_ran = true;
+            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let body = encode_forward(db, resp3, argv);
-    match repl.network.call_app(leader, &addr, body, FORWARD_TIMEOUT).await {
-        Ok(r) if r.first() == Some(&OK) => Ok(r[1..].to_vec()),
-        // The leader refused before running anything: safe to tell the client to retry.
-        Ok(r) if r.first() == Some(&NOT_LEADER) => {
-            Err(Some("TRYAGAIN Leadership is changing; retry the command".into()))
-        }
-        Ok(_) => {
-            tracing::warn!("forwarded command ran on the leader but its commit is unknown");
-            Err(None)
-        }
-        Err(redoubt_raft::network::NetError::Unreachable { .. }) => {
-            Err(Some("TRYAGAIN The leader is unreachable; retry the command".into()))
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "forwarded command: outcome unknown");
-            Err(None)
-        }
     }
+    if maybe_ran && write {
+        tracing::warn!("forwarded write: outcome unknown after {FORWARD_TIMEOUT:?}; closing the client");
+        return Err(None);
+    }
+    Err(Some(why.into()))
 }
 
 /// Asks a node for the address its clients use (for RAFT INFO's `leader_addr`).
@@ -218,10 +315,11 @@ mod tests {
     #[test]
     fn forward_round_trip() {
         let argv: Vec<Bytes> = vec![Bytes::from_static(b"SET"), Bytes::from_static(b"k"), Bytes::new()];
-        let enc = encode_forward(3, true, &argv);
-        assert_eq!(decode_forward(&enc), Some((3, true, argv)));
+        let f = Forward { db: 3, resp3: true, session: (u64::MAX, 9), seq: 12, sent_ms: 1_700_000_000_000, argv };
+        let enc = f.encode();
+        assert_eq!(Forward::decode(&enc).as_ref(), Some(&f));
         for cut in 1..enc.len() {
-            assert!(decode_forward(&enc[..cut]).is_none());
+            assert!(Forward::decode(&enc[..cut]).is_none());
         }
     }
 }

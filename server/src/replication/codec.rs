@@ -9,10 +9,14 @@ use std::io::{self, Read};
 
 use bytes::Bytes;
 
+use super::session::{Last, Sessions};
 use crate::keyspace::{serial, Blob, Keyspace, Op};
 
 const BATCH_VERSION: u8 = 1;
-const SNAPSHOT_MAGIC: &[u8; 8] = b"RDBTSNP1";
+/// Version 2 added the forwarding session table after the header; version 1 files (no
+/// sessions) still load.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"RDBTSNP2";
+const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"RDBTSNP1";
 
 /// Which leadership stint produced a batch, and the sequence number of its first operation.
 /// A node skips operations it already holds (see `replication::sm`).
@@ -106,7 +110,7 @@ impl Cursor<'_> {
     pub(crate) fn u8(&mut self) -> io::Result<u8> {
         Ok(self.take(1)?[0])
     }
-    fn u64(&mut self) -> io::Result<u64> {
+    pub(crate) fn u64(&mut self) -> io::Result<u64> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
     pub(crate) fn len(&mut self) -> io::Result<u64> {
@@ -143,12 +147,14 @@ fn bad(what: &str) -> io::Error {
 }
 
 /// What a snapshot holds besides the keys: the replication watermark (which operations of
-/// which epoch the state already includes) and the Raft adapter's own bookkeeping.
+/// which epoch the state already includes), the Raft adapter's own bookkeeping and the
+/// forwarding sessions (replicated state too: see `session`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SnapshotHeader {
     pub epoch: u64,
     pub seq: u64,
     pub raft_state: Vec<u8>,
+    pub sessions: Sessions,
 }
 
 /// Writes the whole keyspace: header, then `db, key, expiry, value` records, then an end
@@ -158,6 +164,15 @@ pub fn write_snapshot(ks: &Keyspace, header: &SnapshotHeader, out: &mut Vec<u8>)
     out.extend_from_slice(&header.epoch.to_le_bytes());
     out.extend_from_slice(&header.seq.to_le_bytes());
     serial::put_bytes(out, &header.raft_state);
+    let sessions = header.sessions.records();
+    serial::put_len(out, sessions.len() as u64);
+    for ((origin, client), last) in sessions {
+        out.extend_from_slice(&origin.to_le_bytes());
+        out.extend_from_slice(&client.to_le_bytes());
+        out.extend_from_slice(&last.seq.to_le_bytes());
+        out.extend_from_slice(&last.at_ms.to_le_bytes());
+        serial::put_bytes(out, &last.reply);
+    }
     serial::put_len(out, ks.dbs.len() as u64);
     for (db, d) in ks.dbs.iter().enumerate() {
         for (_, e) in d.table.iter() {
@@ -192,16 +207,27 @@ fn patch_len5(dst: &mut [u8], mut n: u64) {
 pub fn read_snapshot(ks: &mut Keyspace, r: &mut dyn Read) -> io::Result<SnapshotHeader> {
     let mut data = Vec::new();
     r.read_to_end(&mut data)?;
-    if data.len() < SNAPSHOT_MAGIC.len() + 8 || &data[..8] != SNAPSHOT_MAGIC {
+    if data.len() < SNAPSHOT_MAGIC.len() + 8 || (&data[..8] != SNAPSHOT_MAGIC && &data[..8] != SNAPSHOT_MAGIC_V1) {
         return Err(bad("not a redoubt snapshot"));
     }
+    let with_sessions = &data[..8] == SNAPSHOT_MAGIC;
     let body_len = data.len() - 8;
     if serial::checksum(&data[..body_len]).to_le_bytes() != data[body_len..] {
         return Err(bad("snapshot checksum mismatch"));
     }
     let body = Bytes::from(data).slice(8..body_len);
     let mut c = Cursor { b: &body, pos: 0 };
-    let header = SnapshotHeader { epoch: c.u64()?, seq: c.u64()?, raft_state: c.bytes_vec()? };
+    let mut header =
+        SnapshotHeader { epoch: c.u64()?, seq: c.u64()?, raft_state: c.bytes_vec()?, sessions: Sessions::default() };
+    if with_sessions {
+        for _ in 0..c.count(33)? {
+            let id = (c.u64()?, c.u64()?);
+            let (seq, at_ms) = (c.u64()?, c.u64()? as i64);
+            let n = c.len()? as usize;
+            let reply = c.slice(n)?;
+            header.sessions.insert(id, Last { seq, reply, at_ms });
+        }
+    }
     let dbs = c.len()? as usize;
     if dbs > ks.dbs.len() {
         return Err(bad("snapshot has more databases than configured"));
@@ -271,7 +297,9 @@ mod tests {
         ks.set(0, b"a", crate::keyspace::Value::Str(Blob::new(b"1")), false);
         ks.set(5, b"b", crate::keyspace::Value::Str(Blob::new(&[7u8; 300])), false);
         ks.set_expire(5, b"b", 99_999);
-        let header = SnapshotHeader { epoch: 3, seq: 9, raft_state: b"meta".to_vec() };
+        let mut sessions = Sessions::default();
+        sessions.record((1, 2), 3, Bytes::from_static(b"+OK\r\n"), 500);
+        let header = SnapshotHeader { epoch: 3, seq: 9, raft_state: b"meta".to_vec(), sessions };
         let mut out = Vec::new();
         write_snapshot(&ks, &header, &mut out);
         let mut back = Keyspace::new(16);
@@ -283,5 +311,17 @@ mod tests {
         let mut bad = out.clone();
         bad[20] ^= 1;
         assert!(read_snapshot(&mut Keyspace::new(16), &mut &bad[..]).is_err());
+
+        // A version 1 file (written before sessions existed) still loads.
+        let mut v1 = Vec::new();
+        write_snapshot(&ks, &SnapshotHeader { sessions: Sessions::default(), ..header.clone() }, &mut v1);
+        v1[..8].copy_from_slice(SNAPSHOT_MAGIC_V1);
+        let count_at = 8 + 16 + 1 + header.raft_state.len();
+        assert_eq!(v1.remove(count_at), 0, "the empty session count");
+        v1.truncate(v1.len() - 8);
+        let crc = serial::checksum(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let h = read_snapshot(&mut Keyspace::new(16), &mut &v1[..]).unwrap();
+        assert_eq!((h.epoch, h.seq, h.sessions.len()), (3, 9, 0));
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod cluster;
 pub mod codec;
+pub mod session;
 pub mod sm;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -60,6 +61,8 @@ pub struct ReplState {
     /// The Raft adapter's bookkeeping as of the last applied entry (stored with the state
     /// so a snapshot's metadata always matches its data; see `redoubt_raft::StateMachine`).
     pub raft_state: Vec<u8>,
+    /// Replies of forwarded writes, for answering retries (see `session`).
+    pub sessions: session::Sessions,
 }
 
 impl ReplState {
@@ -103,6 +106,10 @@ pub struct Replicator {
     /// Redis's everysec acknowledges before its fsync. The loss window (about a second of
     /// acknowledged writes on any crash) is the documented price.
     pub ack_on_execute: std::sync::atomic::AtomicBool,
+    /// This process's forwarding origin (random, drawn at start) and the sequence number of
+    /// its last forwarded request (see `session`).
+    pub origin: u64,
+    pub forward_seq: AtomicU64,
     /// Read barrier: requests so far, and the last round's (generation, leadership held).
     read_req: AtomicU64,
     read_wake: Notify,
@@ -437,6 +444,8 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
         sole_voter: std::sync::atomic::AtomicBool::new(false),
         grown: std::sync::atomic::AtomicBool::new(false),
         ack_on_execute: std::sync::atomic::AtomicBool::new(false),
+        origin: rand::random::<u64>().max(1),
+        forward_seq: AtomicU64::new(0),
         read_req: AtomicU64::new(0),
         read_wake: Notify::new(),
         read_done: watch::channel((0, true)).0,

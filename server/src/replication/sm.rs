@@ -57,7 +57,12 @@ impl redoubt_raft::StateMachine for ServerSm {
         let raft_state = st.repl.raft_state.clone();
         codec::write_snapshot(
             &st.ks,
-            &SnapshotHeader { epoch: w.epoch, seq: w.seq, raft_state: raft_state.clone() },
+            &SnapshotHeader {
+                epoch: w.epoch,
+                seq: w.seq,
+                raft_state: raft_state.clone(),
+                sessions: st.repl.sessions.clone(),
+            },
             &mut out,
         );
         drop(st);
@@ -81,6 +86,7 @@ impl redoubt_raft::StateMachine for ServerSm {
         std::mem::swap(&mut st.ks.dbs, &mut fresh.dbs);
         st.repl.applied = Ticket { epoch: header.epoch, seq: header.seq };
         st.repl.raft_state = header.raft_state.clone();
+        st.repl.sessions = header.sessions;
         st.ks.events.clear();
         Ok(header.raft_state)
     }
@@ -154,7 +160,9 @@ pub fn apply_payload(shared: &Shared, st: &mut State, index: u64, payload: &[u8]
     // Ops applied here run through the command table and must not be recorded again.
     let recording = st.ks.effects.take();
     for (i, op) in ops.iter().enumerate().skip(skip as usize) {
-        if let Err(e) = crate::replay::apply(shared, st, op) {
+        if st.repl.sessions.apply(op) {
+            // A forwarding session's record, not a command.
+        } else if let Err(e) = crate::replay::apply(shared, st, op) {
             // A recorded op that the table refuses: same build on every node, so this is
             // a bug or corruption.
             tracing::error!(index, error = %e.text(), "log entry refused by the command table; stopping");
@@ -192,6 +200,7 @@ pub fn rebuild(
     std::mem::swap(&mut st.ks.dbs, &mut fresh.dbs);
     let raft_state = std::mem::replace(&mut st.repl.raft_state, header.raft_state);
     st.repl.applied = Ticket { epoch: header.epoch, seq: header.seq };
+    st.repl.sessions = header.sessions;
     if let Some(applied) = applied {
         let entries = log.entries(from..=applied.index).map_err(|e| io::Error::other(e.to_string()))?;
         for e in entries {
