@@ -249,7 +249,16 @@ impl Connection {
                     }
                     continue;
                 }
-                Flow::Forward(argv) => {
+                Flow::Forward(mut argv) => {
+                    // EVALSHA of a script this node knows goes as EVAL, so the leader need
+                    // not have seen it (it learns it, and so does every node, via the log).
+                    let ro = argv[0].eq_ignore_ascii_case(b"evalsha_ro");
+                    if ro || argv[0].eq_ignore_ascii_case(b"evalsha") {
+                        if let Some(body) = self.shared.scripts.lock().body(&argv[1]) {
+                            argv[0] = Bytes::from_static(if ro { b"EVAL_RO" } else { b"EVAL" });
+                            argv[1] = body;
+                        }
+                    }
                     let r = crate::replication::cluster::forward(
                         &self.shared,
                         self.conn.db,
@@ -356,13 +365,52 @@ impl Connection {
         }
     }
 
+    /// A script has run past `lua-time-limit` and holds the keyspace: answer buffered
+    /// requests without it, as Redis does from inside the script's hook. SCRIPT KILL stops
+    /// a script that has not written; everything else gets `-BUSY`.
+    fn busy_batch(&mut self, decoder: &mut RequestDecoder, out: &mut ReplyBuf, first: Option<Vec<Bytes>>) -> Flow {
+        let dog = &self.shared.script_dog;
+        let mut next = first;
+        loop {
+            let argv = match next.take() {
+                Some(a) => a,
+                None => match decoder.decode(&mut self.rbuf, !self.conn.authenticated) {
+                    Ok(Some(a)) => a,
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.protocol_error(e, out);
+                        break;
+                    }
+                },
+            };
+            let kill = argv.len() == 2
+                && (argv[0].eq_ignore_ascii_case(b"script") || argv[0].eq_ignore_ascii_case(b"function"))
+                && argv[1].eq_ignore_ascii_case(b"kill");
+            if !kill {
+                out.error("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.");
+            } else if dog.state.load(Ordering::Acquire) == 2 {
+                out.error("UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.");
+            } else {
+                dog.kill.store(true, Ordering::Release);
+                out.ok();
+            }
+        }
+        Flow::Continue
+    }
+
     /// Decodes and runs buffered requests under one lock acquisition.
     fn run_batch(&mut self, decoder: &mut RequestDecoder, out: &mut ReplyBuf, first: Option<Vec<Bytes>>) -> Flow {
         if self.rbuf.is_empty() && first.is_none() {
             return Flow::Continue;
         }
         let shared = self.shared.clone();
-        let mut st = shared.state.lock();
+        let mut st = match shared.state.try_lock() {
+            Some(g) => g,
+            None => match lock_unless_busy(&shared) {
+                Some(g) => g,
+                None => return self.busy_batch(decoder, out, first),
+            },
+        };
         // One clock read per batch: every command of a pipelined batch runs at the same
         // operation time (reading the clock per command cost ~5% at pipeline 16).
         self.batch_now = now_ms();
@@ -519,7 +567,9 @@ impl Connection {
                     // Reads go to the leader too (linearizable), unless READONLY asked for
                     // the local, possibly stale, state.
                     let read = spec.flags & flags::READONLY != 0;
-                    if spec.is_write() || (read && !self.conn.stale_reads) {
+                    // EVAL and EVALSHA may write: the leader runs them.
+                    let script = spec.flags & flags::MAY_REPLICATE != 0 && spec.group == "scripting";
+                    if spec.is_write() || script || (read && !self.conn.stale_reads) {
                         return Flow::Forward(argv);
                     }
                     if spec.name == "exec"
@@ -872,6 +922,20 @@ pub fn call(ctx: &mut Ctx, spec: &'static Spec, argv: &[Bytes]) -> Option<BlockR
 
 fn stat<'a>(shared: &'a Shared, spec: &'static Spec) -> &'a crate::shared::CmdStat {
     &shared.cmdstats[cmd::spec_id(spec)]
+}
+
+/// Takes the keyspace lock, unless a script holding it has run past `lua-time-limit`
+/// (then None: the caller answers `-BUSY`). Waits in short slices so a script turning busy
+/// is noticed.
+fn lock_unless_busy(shared: &Shared) -> Option<parking_lot::MutexGuard<'_, State>> {
+    loop {
+        if shared.script_dog.busy.load(Ordering::Acquire) {
+            return None;
+        }
+        if let Some(g) = shared.state.try_lock_for(Duration::from_millis(5)) {
+            return Some(g);
+        }
+    }
 }
 
 /// Writes an error reply and counts it in INFO errorstats.

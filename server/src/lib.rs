@@ -36,6 +36,7 @@ pub mod keyspace;
 pub mod memory;
 pub mod replay;
 pub mod replication;
+pub mod script;
 pub mod shared;
 
 use std::sync::Arc;

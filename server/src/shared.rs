@@ -228,6 +228,12 @@ pub struct Shared {
     pub ops_samples: Mutex<(i64, u64, VecDeque<f64>)>,
     pub lastsave: AtomicI64,
     pub blocked_clients: AtomicUsize,
+    /// The Lua interpreter and script cache. Locked only by a command running under the
+    /// keyspace lock (so always after it).
+    pub scripts: Mutex<crate::script::Engine>,
+    /// The running script's state, readable while it holds the keyspace lock (BUSY,
+    /// SCRIPT KILL).
+    pub script_dog: Arc<crate::script::Watchdog>,
 }
 
 impl Shared {
@@ -274,6 +280,8 @@ impl Shared {
             ops_samples: Mutex::new((now, 0, VecDeque::new())),
             lastsave: AtomicI64::new(now / 1000),
             blocked_clients: AtomicUsize::new(0),
+            scripts: Mutex::new(crate::script::Engine::new().expect("the Lua interpreter starts")),
+            script_dog: Arc::new(crate::script::Watchdog::default()),
         })
     }
 

@@ -985,6 +985,78 @@ fn tx() -> Vec<Gen> {
     ]
 }
 
+/// Lua scripts as client libraries send them: conversions both ways, errors (with the
+/// script's SHA and line in the text), the lock-release compare-and-delete, RESP3 replies
+/// inside scripts, and a script that fails half-way keeping its first write.
+const SCRIPTS: &[&str] = &[
+    "return redis.call('SET', KEYS[1], ARGV[1])",
+    "return redis.call('GET', KEYS[1])",
+    "return redis.call('INCR', KEYS[1])",
+    "return redis.pcall('INCR', KEYS[1])",
+    "return {1, 2.9, -3.5, 'x', true, false, nil, 4}",
+    "return {ok = ARGV[1]}",
+    "return {err = 'MYERR ' .. ARGV[1]}",
+    "return redis.error_reply(ARGV[1])",
+    "return redis.status_reply(ARGV[1])",
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+    "return redis.call('HGETALL', KEYS[1])",
+    "redis.setresp(3); return redis.call('HGETALL', KEYS[1])",
+    "redis.setresp(3); return redis.call('GET', KEYS[1])",
+    "redis.setresp(3); return redis.call('ZSCORE', KEYS[1], ARGV[1])",
+    "return redis.call('ZSCORE', KEYS[1], ARGV[1])",
+    "return redis.call('LPUSH', KEYS[1], ARGV[1])",
+    "return redis.call('LRANGE', KEYS[1], 0, -1)",
+    "return redis.call(ARGV[1], KEYS[1])",
+    "return type(redis.call('GET', KEYS[1]))",
+    "error('boom')",
+    "return cjson.encode({KEYS[1], ARGV[1]})",
+    "return bit.band(tonumber(ARGV[1]) or 0, 255)",
+    "return tonumber(ARGV[1])",
+    "return redis.call('EXPIRE', KEYS[1], 100)",
+    "x = 1",
+    "return undefined_global",
+    "return redis.sha1hex(ARGV[1])",
+    "local n = redis.call('INCR', KEYS[1]); if n > 3 then redis.call('DEL', KEYS[1]) end; return n",
+    "return redis.call('SET', KEYS[1])",
+    "redis.call('SET', KEYS[1], 'a'); return redis.call('INCR', KEYS[1])",
+    "local ok, e = pcall(redis.call, 'INCR', KEYS[1]); if ok then return e end; return e.err",
+    "return redis.call('SUBSCRIBE', KEYS[1])",
+    "return redis.call('TYPE', KEYS[1])",
+    "return {redis.call('EXISTS', KEYS[1]), redis.call('TTL', KEYS[1])}",
+    "return #ARGV + #KEYS",
+    "this is not lua",
+];
+
+fn scripting() -> Vec<Gen> {
+    vec![
+        |p| a!["EVAL", p.pick(SCRIPTS), "1", p.key(), p.val()],
+        |p| a!["EVAL", p.pick(SCRIPTS), "1", p.key(), p.val()],
+        |p| a!["EVAL", p.pick(SCRIPTS), "1", p.key(), p.pick(&["GET", "INCR", "HGETALL", "nosuch", "PING"])],
+        |p| a!["EVAL_RO", p.pick(SCRIPTS), "1", p.key(), p.val()],
+        |p| a!["EVAL", p.pick(SCRIPTS), p.pick(&["-1", "3", "x"]), p.key(), p.val()],
+        |p| a!["SCRIPT", "LOAD", p.pick(SCRIPTS)],
+        |p| a!["EVALSHA", p.pick(SCRIPT_SHAS), "1", p.key(), p.val()],
+        |p| a!["EVALSHA_RO", p.pick(SCRIPT_SHAS), "1", p.key(), p.val()],
+        |p| a!["SCRIPT", "EXISTS", p.pick(SCRIPT_SHAS), p.pick(SCRIPT_SHAS)],
+        |p| a!["SCRIPT", "FLUSH", p.pick(&["SYNC", "ASYNC"])],
+        |p| a!["SCRIPT", p.pick(&["KILL", "NOPE"])],
+        |p| a!["SET", p.key(), p.val()],
+        |p| a!["HSET", p.key(), "f", p.val()],
+        |p| a!["ZADD", p.key(), "1.5", p.val()],
+        |p| a!["RPUSH", p.key(), p.val()],
+    ]
+}
+
+/// SHA1s of `SCRIPTS[0, 1, 2, 9, 11]` (and one unknown), for EVALSHA and SCRIPT EXISTS.
+const SCRIPT_SHAS: &[&str] = &[
+    "d8f2fad9f8e86a53d2a6ebd960b33c4972cacc37",
+    "d3c21d0c2b9ca22f82737626a27bcaf5d288f99f",
+    "61636018f4e6b5817b89791bbed242f93fa089e3",
+    "d02e481a9c91ceec59c5822a58a49d5d5d7ac80b",
+    "6fbc820ce6a53108c93f38e95d91f9c2483b039c",
+    "ffffffffffffffffffffffffffffffffffffffff",
+];
+
 /// Unknown commands and subcommands (the rest of the error family mutates other families).
 fn oddities() -> Vec<Gen> {
     vec![
@@ -1537,6 +1609,7 @@ family_tests! {
     bits => Family { name: "bits", gens: bits, mutate: false, prelude: &[] };
     sort => Family { name: "sort", gens: sort, mutate: false, prelude: &[] };
     tx => Family { name: "tx", gens: tx, mutate: false, prelude: &[] };
+    scripting => Family { name: "scripting", gens: scripting, mutate: false, prelude: &[] };
     errors => Family { name: "errors", gens: errors_gens, mutate: true, prelude: TYPED_KEYS };
     mixed => Family { name: "mixed", gens: mixed_gens, mutate: false, prelude: &[] };
 }
@@ -1559,6 +1632,7 @@ fn generators_are_deterministic_on_redis_itself() {
             Family { name: "bits", gens: bits, mutate: false, prelude: &[] },
             Family { name: "sort", gens: sort, mutate: false, prelude: &[] },
             Family { name: "tx", gens: tx, mutate: false, prelude: &[] },
+            Family { name: "scripting", gens: scripting, mutate: false, prelude: &[] },
             Family { name: "errors", gens: errors_gens, mutate: true, prelude: TYPED_KEYS },
             Family { name: "mixed", gens: mixed_gens, mutate: false, prelude: &[] },
         ] {

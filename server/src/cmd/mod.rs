@@ -20,6 +20,7 @@ pub mod lists;
 pub mod pubsub;
 pub mod raft;
 pub mod scan;
+pub mod scripting;
 pub mod server;
 pub mod sets;
 pub mod sort;
@@ -275,7 +276,7 @@ pub fn container_only(_: &mut Ctx, _: &[Bytes]) -> CmdResult {
 }
 
 /// Every family's command list.
-pub fn families() -> [&'static [Spec]; 15] {
+pub fn families() -> [&'static [Spec]; 16] {
     [
         connection::COMMANDS,
         strings::COMMANDS,
@@ -291,6 +292,7 @@ pub fn families() -> [&'static [Spec]; 15] {
         server::COMMANDS,
         introspect::COMMANDS,
         raft::COMMANDS,
+        scripting::COMMANDS,
         docs::COMMANDS,
     ]
 }

@@ -61,14 +61,6 @@ pub const COMMANDS: &[Spec] = &[
         "scripting",
         super::container_only,
     )]),
-    Spec::new("script", -2, 0, (0, 0, 0), "scripting", script).with_subcommands(&[Spec::new(
-        "script|flush",
-        -2,
-        NOSCRIPT,
-        (0, 0, 0),
-        "scripting",
-        super::container_only,
-    )]),
 ];
 
 const DEFAULT_SECTIONS: &[&str] = &[
@@ -608,11 +600,6 @@ fn debug(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
 /// FUNCTION: only FLUSH until scripting exists (clients call it in test setups).
 fn function(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
     flush_only(ctx, argv, "function")
-}
-
-/// SCRIPT: only FLUSH until scripting exists.
-fn script(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
-    flush_only(ctx, argv, "script")
 }
 
 fn flush_only(ctx: &mut Ctx, argv: &[Bytes], name: &str) -> CmdResult {
