@@ -19,6 +19,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod runtime;
 pub mod state_machine;
 
 use std::fmt;
@@ -94,7 +95,8 @@ impl fmt::Display for NodeAddr {
 }
 
 openraft::declare_raft_types!(
-    /// redoubt's Raft types: u64 node ids, opaque payloads, snapshots as files.
+    /// redoubt's Raft types: u64 node ids, opaque payloads, snapshots as files, tokio with a
+    /// seedable election-timeout generator ([`runtime::Runtime`]).
     pub TypeConfig:
         D = Payload,
         R = (),
@@ -102,7 +104,7 @@ openraft::declare_raft_types!(
         Node = NodeAddr,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = tokio::fs::File,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = runtime::Runtime,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

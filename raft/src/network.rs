@@ -22,14 +22,24 @@
 //! off exponentially, and while a peer is backing off requests fail at once with `Unreachable`:
 //! openraft retries on its own schedule, so the transport never spins on a dead peer.
 //!
+//! A connection whose requests keep timing out while nothing at all comes back on it is taken
+//! for dead and closed (see [`NetConfig::dead_after_unanswered`]): TCP reports a path that
+//! silently lost its packets only after minutes of retransmissions, and until then it would
+//! swallow every request.
+//!
 //! Server side: [`serve`] accepts connections and answers each request in its own task (a slow
 //! `append_entries` must not hold up a heartbeat or a vote behind it), except snapshot chunks:
 //! see [`serve_with_config`].
+//!
+//! How connections are made is a [`Transport`] (client side) and a [`Listener`] (server side):
+//! TCP in production ([`Tcp`], [`TcpListener`]); the simulation tests plug in a simulated network
+//! and so run this very code, framing, reconnects and all, under partitions and message loss.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,7 +56,7 @@ use openraft::raft::{
 };
 use openraft::{AnyError, RPCTypes};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
@@ -88,6 +98,11 @@ pub struct NetConfig {
     /// Server side: requests of one connection being answered at once. When reached, the server
     /// stops reading that connection until a reply is written (TCP backpressure to the sender).
     pub max_in_flight: usize,
+    /// Client side: a connection on which this many requests in a row timed out, each without a
+    /// single reply (to it or to anything else) arriving while it waited, is taken for dead and
+    /// closed; the next request reconnects. A live but slow peer still answers something now
+    /// and then and keeps its connection. 0 never closes a connection for silence.
+    pub dead_after_unanswered: u32,
 }
 
 impl Default for NetConfig {
@@ -98,6 +113,7 @@ impl Default for NetConfig {
             backoff_max: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             max_in_flight: 1024,
+            dead_after_unanswered: 3,
         }
     }
 }
@@ -111,6 +127,66 @@ impl NetConfig {
     fn backoff(&self, failures: u32) -> Duration {
         let doublings = failures.saturating_sub(1).min(20);
         self.backoff_min.saturating_mul(1 << doublings).min(self.backoff_max)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transports
+// ---------------------------------------------------------------------------------------------
+
+/// How a node opens connections to its peers: [`Tcp`] in production.
+///
+/// A connection is handed over as its two halves, read by one task and written by another; a
+/// transport splits its streams the cheapest way it has (TCP's owned halves cost nothing).
+/// Everything above the byte stream (framing, pipelining, timeouts, reconnects) is the
+/// transport-independent code of this module.
+pub trait Transport: Send + Sync + 'static {
+    type Reader: AsyncRead + Unpin + Send + 'static;
+    type Writer: AsyncWrite + Unpin + Send + 'static;
+
+    /// Opens a connection to `addr`, a node's `raft_addr`. [`NetConfig::connect_timeout`]
+    /// bounds it from outside.
+    fn connect(&self, addr: &str) -> impl Future<Output = io::Result<(Self::Reader, Self::Writer)>> + Send;
+}
+
+/// The production transport: plain TCP, with Nagle's algorithm off.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tcp;
+
+impl Transport for Tcp {
+    type Reader = OwnedReadHalf;
+    type Writer = OwnedWriteHalf;
+
+    async fn connect(&self, addr: &str) -> io::Result<(OwnedReadHalf, OwnedWriteHalf)> {
+        let stream = TcpStream::connect(addr).await?;
+        // Raft traffic is small latency-bound frames; never let Nagle hold a heartbeat.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(peer = %addr, error = %e, "set_nodelay failed");
+        }
+        Ok(stream.into_split())
+    }
+}
+
+/// Where [`serve`] takes its peers' connections from: a bound [`TcpListener`] in production.
+pub trait Listener: Send + 'static {
+    type Reader: AsyncRead + Unpin + Send + 'static;
+    type Writer: AsyncWrite + Unpin + Send + 'static;
+
+    /// The next incoming connection, split, and the peer's address (for logs).
+    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Reader, Self::Writer, SocketAddr)>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Reader = OwnedReadHalf;
+    type Writer = OwnedWriteHalf;
+
+    async fn accept(&mut self) -> io::Result<(OwnedReadHalf, OwnedWriteHalf, SocketAddr)> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "set_nodelay failed");
+        }
+        let (rd, wr) = stream.into_split();
+        Ok((rd, wr, peer))
     }
 }
 
@@ -271,40 +347,55 @@ enum CallError {
 
 /// The client half of the transport: a cheap-to-clone handle on the connections of this node to
 /// its peers. It is the `RaftNetworkFactory` given to `Raft::new`, and what the server uses to
-/// forward requests with [`Network::call_app`].
-#[derive(Clone)]
-pub struct Network {
-    inner: Arc<NetInner>,
+/// forward requests with [`Network::call_app`]. Connections are made by `T`, TCP unless told.
+pub struct Network<T: Transport = Tcp> {
+    inner: Arc<NetInner<T>>,
 }
 
-struct NetInner {
+impl<T: Transport> Clone for Network<T> {
+    fn clone(&self) -> Self {
+        Network { inner: self.inner.clone() }
+    }
+}
+
+struct NetInner<T: Transport> {
     /// This node's id, reported in openraft's `Timeout` errors.
     id: u64,
     config: NetConfig,
+    transport: Arc<T>,
     /// One entry per peer address ever used; an address is a handful of bytes and a closed
     /// connection, so entries are not evicted.
-    peers: parking_lot::Mutex<HashMap<String, Arc<Peer>>>,
+    peers: parking_lot::Mutex<HashMap<String, Arc<Peer<T>>>>,
     /// Fault injection: node ids every request to which fails with `Unreachable`.
     blocked: parking_lot::Mutex<HashSet<u64>>,
 }
 
-impl fmt::Debug for Network {
+impl<T: Transport> fmt::Debug for Network<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Network").field("id", &self.inner.id).finish_non_exhaustive()
     }
 }
 
 impl Network {
-    /// The transport of node `id`, with the default [`NetConfig`].
+    /// The TCP transport of node `id`, with the default [`NetConfig`].
     pub fn new(id: u64) -> Network {
         Network::with_config(id, NetConfig::default())
     }
 
+    /// The TCP transport of node `id`.
     pub fn with_config(id: u64, config: NetConfig) -> Network {
+        Network::with_transport(id, config, Tcp)
+    }
+}
+
+impl<T: Transport> Network<T> {
+    /// The transport of node `id`, connecting through `transport`.
+    pub fn with_transport(id: u64, config: NetConfig, transport: T) -> Network<T> {
         Network {
             inner: Arc::new(NetInner {
                 id,
                 config,
+                transport: Arc::new(transport),
                 peers: parking_lot::Mutex::new(HashMap::new()),
                 blocked: parking_lot::Mutex::new(HashSet::new()),
             }),
@@ -346,7 +437,7 @@ impl Network {
         }
     }
 
-    fn peer(&self, addr: &str) -> Arc<Peer> {
+    fn peer(&self, addr: &str) -> Arc<Peer<T>> {
         let mut peers = self.inner.peers.lock();
         if let Some(p) = peers.get(addr) {
             return p.clone();
@@ -354,6 +445,7 @@ impl Network {
         let p = Arc::new(Peer {
             addr: addr.to_string(),
             config: self.inner.config.clone(),
+            transport: self.inner.transport.clone(),
             state: parking_lot::Mutex::new(PeerState::default()),
             connect_attempts: AtomicU64::new(0),
         });
@@ -362,18 +454,22 @@ impl Network {
     }
 
     /// One request/reply exchange with `peer`, connecting first if needed, all within `ttl`.
-    async fn call(&self, target: u64, peer: &Arc<Peer>, req: &Request, ttl: Duration) -> Result<Response, CallError> {
+    async fn call(
+        &self,
+        target: u64,
+        peer: &Arc<Peer<T>>,
+        req: &Request,
+        ttl: Duration,
+    ) -> Result<Response, CallError> {
         if self.inner.blocked.lock().contains(&target) {
             return Err(CallError::Unreachable(format!("node {target} is blocked by fault injection")));
         }
-        let exchange = async {
-            let conn = peer.connection().await?;
-            conn.call(req, self.inner.config.frame_limit()).await
+        let deadline = Instant::now() + ttl;
+        let conn = match tokio::time::timeout_at(deadline, peer.connection()).await {
+            Ok(conn) => conn?,
+            Err(_) => return Err(CallError::Timeout),
         };
-        match tokio::time::timeout(ttl, exchange).await {
-            Ok(res) => res,
-            Err(_) => Err(CallError::Timeout),
-        }
+        conn.call(req, &self.inner.config, deadline).await
     }
 
     #[cfg(test)]
@@ -382,18 +478,19 @@ impl Network {
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = Connection;
+impl<T: Transport> RaftNetworkFactory<TypeConfig> for Network<T> {
+    type Network = Connection<T>;
 
-    async fn new_client(&mut self, target: u64, node: &NodeAddr) -> Connection {
+    async fn new_client(&mut self, target: u64, node: &NodeAddr) -> Connection<T> {
         Connection { net: self.clone(), target, node: node.clone(), peer: self.peer(&node.raft_addr) }
     }
 }
 
 /// Everything this node knows about one peer address.
-struct Peer {
+struct Peer<T: Transport> {
     addr: String,
     config: NetConfig,
+    transport: Arc<T>,
     /// Never held across an await.
     state: parking_lot::Mutex<PeerState>,
     connect_attempts: AtomicU64,
@@ -402,9 +499,12 @@ struct Peer {
 #[derive(Default)]
 struct PeerState {
     conn: Option<Conn>,
-    /// Set while a connect task runs: its outcome, `None` until known. Callers arriving meanwhile
-    /// wait for that connection instead of opening their own.
-    connecting: Option<watch::Receiver<Option<Result<(), String>>>>,
+    /// Set while a connect task runs: the callers waiting for its outcome, in arrival order.
+    /// Callers arriving meanwhile wait for that connection instead of opening their own. (One
+    /// oneshot each rather than a shared watch: a watch wakes its waiters in an order drawn at
+    /// random, and the order in which requests then take the new connection must not depend on
+    /// anything but the run, or a simulation could not replay.)
+    connecting: Option<Vec<oneshot::Sender<ConnectOutcome>>>,
     /// Consecutive failed connects (a connection that closed before answering anything counts as
     /// one: a peer that accepts and drops us at once must not be hammered either).
     failures: u32,
@@ -412,11 +512,29 @@ struct PeerState {
     retry_at: Option<Instant>,
 }
 
-impl Peer {
+/// How a connect task ended: `Err` says why it failed.
+type ConnectOutcome = Result<(), String>;
+
+/// Held by a connect task until it reports: if the task is dropped before (its runtime is
+/// shutting down), the callers waiting on it are failed and the next caller starts over, instead
+/// of everyone waiting on a connect that no longer runs.
+struct Unreported<'a, T: Transport>(Option<&'a Peer<T>>);
+
+impl<T: Transport> Drop for Unreported<'_, T> {
+    fn drop(&mut self) {
+        if let Some(peer) = self.0 {
+            // Dropping the senders fails the receivers.
+            let abandoned = peer.state.lock().connecting.take();
+            drop(abandoned);
+        }
+    }
+}
+
+impl<T: Transport> Peer<T> {
     /// The live connection to this peer, opening one unless backing off.
-    async fn connection(self: &Arc<Peer>) -> Result<Conn, CallError> {
+    async fn connection(self: &Arc<Peer<T>>) -> Result<Conn, CallError> {
         loop {
-            let mut outcome = {
+            let outcome = {
                 let mut st = self.state.lock();
                 if let Some(conn) = &st.conn {
                     if !conn.is_closed() {
@@ -432,10 +550,9 @@ impl Peer {
                     }
                     st.conn = None;
                 }
-                // A receiver whose sender is gone belongs to a connect task that died without
-                // reporting (runtime shutting down): start over rather than wait on it forever.
-                match st.connecting.as_ref().filter(|rx| rx.has_changed().is_ok()).cloned() {
-                    Some(rx) => rx,
+                let (tx, rx) = oneshot::channel();
+                match &mut st.connecting {
+                    Some(waiting) => waiting.push(tx),
                     None => {
                         if let Some(at) = st.retry_at {
                             let now = Instant::now();
@@ -448,49 +565,47 @@ impl Peer {
                                 )));
                             }
                         }
-                        let (tx, rx) = watch::channel(None);
-                        st.connecting = Some(rx.clone());
-                        tokio::spawn(self.clone().connect(tx));
-                        rx
+                        st.connecting = Some(vec![tx]);
+                        tokio::spawn(self.clone().connect());
                     }
                 }
+                rx
             };
             // The connect runs in its own task, bounded by `connect_timeout`, not by this caller's
             // deadline: openraft sends heartbeats with a timeout of one heartbeat interval, and a
             // connect that needs longer (a retransmitted SYN takes a second) must still complete
             // rather than be cancelled and started over on every heartbeat.
-            let res = match outcome.wait_for(Option::is_some).await {
-                Ok(res) => res.clone(),
-                Err(_) => Some(Err("connect task ended without a result".to_string())),
-            };
-            match res {
-                Some(Err(e)) => return Err(CallError::Unreachable(format!("{}: {e}", self.addr))),
+            match outcome.await {
                 // Connected: the state now holds the connection (or it already broke; look again).
-                _ => continue,
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => return Err(CallError::Unreachable(format!("{}: {e}", self.addr))),
+                Err(_) => {
+                    let e = "connect task ended without a result";
+                    return Err(CallError::Unreachable(format!("{}: {e}", self.addr)));
+                }
             }
         }
     }
 
-    /// The connect task: opens the socket, records the outcome in the peer state, then wakes the
-    /// callers waiting on `done`.
-    async fn connect(self: Arc<Peer>, done: watch::Sender<Option<Result<(), String>>>) {
+    /// The connect task: opens the connection, records the outcome in the peer state, then wakes
+    /// the callers waiting for it, in the order they came.
+    async fn connect(self: Arc<Peer<T>>) {
+        let mut unreported = Unreported(Some(&self));
         self.connect_attempts.fetch_add(1, Ordering::Relaxed);
-        let res = match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(&self.addr)).await {
-            Ok(Ok(stream)) => {
-                // Raft traffic is small latency-bound frames; never let Nagle hold a heartbeat.
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(peer = %self.addr, error = %e, "set_nodelay failed");
-                }
+        let res = match tokio::time::timeout(self.config.connect_timeout, self.transport.connect(&self.addr)).await {
+            Ok(Ok((rd, wr))) => {
                 tracing::debug!(peer = %self.addr, "raft connection opened");
-                Ok(Conn::start(stream, &self.addr, self.config.frame_limit()))
+                Ok(Conn::start(rd, wr, &self.addr, self.config.frame_limit()))
             }
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("connect timed out after {:?}", self.config.connect_timeout)),
         };
-        let outcome = {
+        let (outcome, waiting) = {
             let mut st = self.state.lock();
-            st.connecting = None;
-            match res {
+            let waiting = st.connecting.take().unwrap_or_default();
+            // From here on `connecting` may belong to a later connect task: leave it alone.
+            unreported.0 = None;
+            let outcome = match res {
                 Ok(conn) => {
                     st.conn = Some(conn);
                     st.retry_at = None;
@@ -503,9 +618,12 @@ impl Peer {
                     tracing::debug!(peer = %self.addr, error = %e, failures = st.failures, ?delay, "raft connect failed");
                     Err(e)
                 }
-            }
+            };
+            (outcome, waiting)
         };
-        done.send_replace(Some(outcome));
+        for tx in waiting {
+            let _ = tx.send(outcome.clone());
+        }
     }
 }
 
@@ -553,23 +671,50 @@ struct Pending {
     waiting: HashMap<u64, oneshot::Sender<Result<Response, String>>>,
     /// Why the connection closed, once it has.
     closed: Option<String>,
+    /// Replies received so far (late ones included): a request notes the count when it is sent,
+    /// so that on timeout it can tell whether anything at all arrived while it waited.
+    replies: u64,
+    /// Requests in a row that timed out with nothing arriving while they waited; any reply
+    /// resets it. See [`NetConfig::dead_after_unanswered`].
+    unanswered: u32,
 }
 
 impl ConnShared {
     /// Marks the connection dead and fails every request waiting on it (first reason wins).
     fn close(&self, reason: String) {
-        let waiting = {
+        let mut waiting: Vec<_> = {
             let mut p = self.pending.lock();
             if p.closed.is_some() {
                 return;
             }
             p.closed = Some(reason.clone());
-            std::mem::take(&mut p.waiting)
+            std::mem::take(&mut p.waiting).into_iter().collect()
         };
+        // In request order, not the map's (randomly seeded) order: which waiter wakes first
+        // must not depend on anything but the run itself, or a simulation could not replay.
+        waiting.sort_unstable_by_key(|(id, _)| *id);
         for (_, tx) in waiting {
             let _ = tx.send(Err(reason.clone()));
         }
         self.closed.send_replace(true);
+    }
+
+    /// A request sent when `replies_at_send` replies had arrived timed out. If nothing arrived
+    /// since, it counts towards declaring the connection dead; at `limit` such timeouts in a
+    /// row, the connection is closed.
+    fn timed_out(&self, replies_at_send: u64, limit: u32) {
+        let unanswered = {
+            let mut p = self.pending.lock();
+            if p.closed.is_some() || p.replies != replies_at_send {
+                return;
+            }
+            p.unanswered += 1;
+            p.unanswered
+        };
+        if limit > 0 && unanswered >= limit {
+            tracing::info!(unanswered, "raft connection silent, closing it");
+            self.close(format!("{unanswered} requests in a row timed out with nothing received meanwhile"));
+        }
     }
 }
 
@@ -587,8 +732,11 @@ impl Drop for SlotGuard<'_> {
 }
 
 impl Conn {
-    fn start(stream: TcpStream, addr: &str, max_frame: usize) -> Conn {
-        let (rd, wr) = stream.into_split();
+    fn start<R, W>(rd: R, wr: W, addr: &str, max_frame: usize) -> Conn
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel(SEND_QUEUE);
         let shared = Arc::new(ConnShared {
             pending: parking_lot::Mutex::new(Pending::default()),
@@ -613,7 +761,9 @@ impl Conn {
         self.shared.pending.lock().closed.is_some()
     }
 
-    async fn call(&self, req: &Request, max_frame: usize) -> Result<Response, CallError> {
+    /// Sends `req` and waits for its reply until `deadline`.
+    async fn call(&self, req: &Request, config: &NetConfig, deadline: Instant) -> Result<Response, CallError> {
+        let max_frame = config.frame_limit();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // Encoded here, in the caller's task: big append-entries batches are serialized in
         // parallel, and an oversized request is refused before it takes a slot.
@@ -623,32 +773,47 @@ impl Conn {
             Err(EncodeError::Other(e)) => return Err(CallError::Network(format!("cannot encode request: {e}"))),
         };
         let (tx, rx) = oneshot::channel();
-        {
+        let replies_at_send = {
             let mut p = self.shared.pending.lock();
             if let Some(reason) = &p.closed {
                 return Err(CallError::Network(reason.clone()));
             }
             p.waiting.insert(id, tx);
-        }
+            p.replies
+        };
         let _slot = SlotGuard { shared: &self.shared, id };
-        if self.tx.send(frame).await.is_err() {
-            return Err(CallError::Network("connection closed".to_string()));
-        }
-        match rx.await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(reason)) => Err(CallError::Network(reason)),
-            Err(_) => Err(CallError::Network("connection closed".to_string())),
+        let exchange = async {
+            if self.tx.send(frame).await.is_err() {
+                return Err(CallError::Network("connection closed".to_string()));
+            }
+            match rx.await {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(reason)) => Err(CallError::Network(reason)),
+                Err(_) => Err(CallError::Network("connection closed".to_string())),
+            }
+        };
+        match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(res) => res,
+            Err(_) => {
+                self.shared.timed_out(replies_at_send, config.dead_after_unanswered);
+                Err(CallError::Timeout)
+            }
         }
     }
 }
 
 /// Client writer: sends queued request frames, draining whatever else is queued before one
 /// flush, so pipelined requests share syscalls.
-async fn write_requests(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>, shared: Arc<ConnShared>) {
+async fn write_requests<W: AsyncWrite + Unpin>(wr: W, mut rx: mpsc::Receiver<Vec<u8>>, shared: Arc<ConnShared>) {
     let mut w = BufWriter::with_capacity(IO_BUF, wr);
     let mut closed = shared.closed.subscribe();
     loop {
+        // `biased`: a fixed polling order keeps runs reproducible (an unbiased select draws from
+        // the runtime's random generator), and a closed connection stops at once.
         let frame = tokio::select! {
+            biased;
+            // The guard `wait_for` returns is not Send: drop it inside the branch future.
+            _ = async { closed.wait_for(|c| *c).await.is_ok() } => return,
             f = rx.recv() => match f {
                 Some(f) => f,
                 // Every handle is gone: end the stream politely.
@@ -657,8 +822,6 @@ async fn write_requests(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>, sha
                     return;
                 }
             },
-            // The guard `wait_for` returns is not Send: drop it inside the branch future.
-            _ = async { closed.wait_for(|c| *c).await.is_ok() } => return,
         };
         let res = async {
             w.write_all(&frame).await?;
@@ -678,7 +841,7 @@ async fn write_requests(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>, sha
 
 /// Client reader: routes each reply to the caller waiting for its id. Any read or decode error
 /// ends the connection and fails everything still waiting.
-async fn read_replies(rd: OwnedReadHalf, shared: Arc<ConnShared>, max_frame: usize) {
+async fn read_replies<R: AsyncRead + Unpin>(rd: R, shared: Arc<ConnShared>, max_frame: usize) {
     let mut r = BufReader::with_capacity(IO_BUF, rd);
     let mut buf = Vec::new();
     let reason = loop {
@@ -690,8 +853,14 @@ async fn read_replies(rd: OwnedReadHalf, shared: Arc<ConnShared>, max_frame: usi
         match decode_body::<Envelope<Response>>(&buf, max_frame) {
             Ok(env) => {
                 shared.answered.store(true, Ordering::Relaxed);
-                // No slot: its caller gave up (timeout); the late reply is dropped.
-                let slot = shared.pending.lock().waiting.remove(&env.id);
+                // No slot: its caller gave up (timeout); the late reply is dropped, but it still
+                // shows the connection is alive.
+                let slot = {
+                    let mut p = shared.pending.lock();
+                    p.replies += 1;
+                    p.unanswered = 0;
+                    p.waiting.remove(&env.id)
+                };
                 if let Some(tx) = slot {
                     let _ = tx.send(Ok(env.body));
                 }
@@ -704,15 +873,15 @@ async fn read_replies(rd: OwnedReadHalf, shared: Arc<ConnShared>, max_frame: usi
 }
 
 /// The openraft client to one target node. Cheap: it holds the shared [`Network`] and the peer
-/// entry; the TCP connection belongs to the peer and outlives this value.
-pub struct Connection {
-    net: Network,
+/// entry; the connection belongs to the peer and outlives this value.
+pub struct Connection<T: Transport = Tcp> {
+    net: Network<T>,
     target: u64,
     node: NodeAddr,
-    peer: Arc<Peer>,
+    peer: Arc<Peer<T>>,
 }
 
-impl Connection {
+impl<T: Transport> Connection<T> {
     fn remote<E: std::error::Error>(&self, e: E) -> RPCError<u64, NodeAddr, E> {
         RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e))
     }
@@ -744,7 +913,7 @@ impl Connection {
     }
 }
 
-impl RaftNetwork<TypeConfig> for Connection {
+impl<T: Transport> RaftNetwork<TypeConfig> for Connection<T> {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -841,7 +1010,7 @@ where
 }
 
 /// Serves the cluster port with the default [`NetConfig`]. See [`serve_with_config`].
-pub async fn serve<R: RaftRpc>(listener: TcpListener, raft: R, app: Arc<dyn AppHandler>) {
+pub async fn serve<L: Listener, R: RaftRpc>(listener: L, raft: R, app: Arc<dyn AppHandler>) {
     serve_with_config(listener, raft, app, NetConfig::default()).await
 }
 
@@ -856,8 +1025,8 @@ pub async fn serve<R: RaftRpc>(listener: TcpListener, raft: R, app: Arc<dyn AppH
 /// concurrently the two could finish in either order, behind a later chunk. Arrival order is
 /// the leader's order. Chunks go to one worker per connection, so a slow snapshot write never
 /// holds up the heartbeats and votes that share the connection.
-pub async fn serve_with_config<R: RaftRpc>(
-    listener: TcpListener,
+pub async fn serve_with_config<L: Listener, R: RaftRpc>(
+    mut listener: L,
     raft: R,
     app: Arc<dyn AppHandler>,
     config: NetConfig,
@@ -867,21 +1036,10 @@ pub async fn serve_with_config<R: RaftRpc>(
     // Owned here: dropping this future aborts every connection task.
     let mut conns = JoinSet::new();
     loop {
+        // `biased` for reproducible runs (see `write_requests`); reaping finished connections
+        // first keeps a flood of accepts from starving it.
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(%peer, error = %e, "set_nodelay failed");
-                    }
-                    let span = tracing::debug_span!("raft-server", %peer);
-                    conns.spawn(serve_conn(stream, raft.clone(), app.clone(), config.clone()).instrument(span));
-                }
-                Err(e) => {
-                    // Typically out of file descriptors: pause rather than spin on the error.
-                    tracing::warn!(error = %e, "raft listener accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+            biased;
             Some(done) = conns.join_next(), if !conns.is_empty() => {
                 if let Err(e) = done {
                     if e.is_panic() {
@@ -889,6 +1047,17 @@ pub async fn serve_with_config<R: RaftRpc>(
                     }
                 }
             }
+            accepted = listener.accept() => match accepted {
+                Ok((rd, wr, peer)) => {
+                    let span = tracing::debug_span!("raft-server", %peer);
+                    conns.spawn(serve_conn(rd, wr, raft.clone(), app.clone(), config.clone()).instrument(span));
+                }
+                Err(e) => {
+                    // Typically out of file descriptors: pause rather than spin on the error.
+                    tracing::warn!(error = %e, "raft listener accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
         }
     }
 }
@@ -937,10 +1106,14 @@ impl Drop for Replier {
     }
 }
 
-async fn serve_conn<R: RaftRpc>(stream: TcpStream, raft: Arc<R>, app: Arc<dyn AppHandler>, config: Arc<NetConfig>) {
+async fn serve_conn<Rd, Wr, R>(rd: Rd, wr: Wr, raft: Arc<R>, app: Arc<dyn AppHandler>, config: Arc<NetConfig>)
+where
+    Rd: AsyncRead + Unpin + Send + 'static,
+    Wr: AsyncWrite + Unpin + Send + 'static,
+    R: RaftRpc,
+{
     tracing::debug!("raft peer connected");
     let max_frame = config.frame_limit();
-    let (rd, wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(IO_BUF, rd);
     let (reply_tx, reply_rx) = mpsc::unbounded_channel();
     // Separate from `tasks` so the loop can notice the writer stop (peer gone) without reaping
@@ -960,11 +1133,12 @@ async fn serve_conn<R: RaftRpc>(stream: TcpStream, raft: Arc<R>, app: Arc<dyn Ap
             (permit, read_frame(&mut rd, max_frame, &mut buf).await)
         };
         let (permit, frame) = tokio::select! {
-            got = next => got,
+            biased;
             stopped = writer.join_next() => {
                 tracing::debug!(?stopped, "raft reply writer stopped");
                 break;
             }
+            got = next => got,
         };
         let Ok(permit) = permit else { break };
         match frame {
@@ -1026,7 +1200,7 @@ async fn install_snapshots_in_order<R: RaftRpc>(
 
 /// Server writer: replies in completion order, batched into one flush when several are ready.
 /// A reply's in-flight permit is released once the reply is written.
-async fn write_replies(wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<(Vec<u8>, OwnedSemaphorePermit)>) {
+async fn write_replies<W: AsyncWrite + Unpin>(wr: W, mut rx: mpsc::UnboundedReceiver<(Vec<u8>, OwnedSemaphorePermit)>) {
     let mut w = BufWriter::with_capacity(IO_BUF, wr);
     while let Some((frame, permit)) = rx.recv().await {
         let res = async {
@@ -1281,6 +1455,43 @@ mod tests {
         // The late replies are dropped on arrival; the connection keeps working.
         vote(&mut c, 1, 2000).await.unwrap();
         assert_eq!(net.connect_attempts(&addr), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn t31_a_silent_connection_is_taken_for_dead_and_replaced() {
+        // A peer that accepts and reads but never answers: a path that lost its packets looks
+        // the same from here.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let _hole = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut s, _)) = listener.accept().await {
+                held.push(tokio::spawn(async move {
+                    let mut sink = [0u8; 4096];
+                    while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+                }));
+            }
+        });
+        let config = NetConfig { dead_after_unanswered: 3, ..test_config() };
+        let mut net = Network::with_config(1, config);
+        let mut c = net.new_client(2, &node(&addr)).await;
+
+        for _ in 0..3 {
+            assert!(matches!(vote(&mut c, 1, 50).await, Err(RPCError::Timeout(_))));
+            assert_eq!(net.connect_attempts(&addr), 1);
+        }
+        // The third silent timeout closed the connection. It never answered, so it counts as a
+        // failed attempt: requests are refused during the backoff, then a new connection opens.
+        let started = StdInstant::now();
+        while net.connect_attempts(&addr) < 2 {
+            match vote(&mut c, 1, 50).await {
+                Err(RPCError::Unreachable(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(RPCError::Timeout(_)) => {}
+                other => panic!("expected Unreachable or Timeout, got {other:?}"),
+            }
+            assert!(started.elapsed() < Duration::from_secs(3), "no new connection");
+        }
+        assert_eq!(net.connect_attempts(&addr), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
