@@ -161,7 +161,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, id: u64) {
     if let Err(e) = c.run().await {
         tracing::debug!(error = %e, "connection ended");
     }
-    c.cleanup();
+    c.cleanup().await;
     shared.clients.remove(&id);
 }
 
@@ -406,7 +406,7 @@ impl Connection {
         let shared = self.shared.clone();
         let mut st = match shared.state.try_lock() {
             Some(g) => g,
-            None => match lock_unless_busy(&shared) {
+            None => match shared.lock_unless_busy() {
                 Some(g) => g,
                 None => return self.busy_batch(decoder, out, first),
             },
@@ -858,10 +858,21 @@ impl Connection {
         }
     }
 
-    fn cleanup(&mut self) {
+    async fn cleanup(&mut self) {
         let id = self.conn.id;
         {
-            let mut st = self.shared.state.lock();
+            // A long script may hold the keyspace: wait for it without blocking the
+            // worker thread (other clients must still get -BUSY, and SCRIPT KILL through).
+            let mut st = loop {
+                if let Some(g) = self.shared.state.try_lock() {
+                    break g;
+                }
+                if self.shared.script_dog.busy.load(Ordering::Acquire) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                } else if let Some(g) = self.shared.state.try_lock_for(Duration::from_millis(5)) {
+                    break g;
+                }
+            };
             remove_waiter(&mut st, id);
             self.conn.unwatch(&mut st.ks);
         }
@@ -922,20 +933,6 @@ pub fn call(ctx: &mut Ctx, spec: &'static Spec, argv: &[Bytes]) -> Option<BlockR
 
 fn stat<'a>(shared: &'a Shared, spec: &'static Spec) -> &'a crate::shared::CmdStat {
     &shared.cmdstats[cmd::spec_id(spec)]
-}
-
-/// Takes the keyspace lock, unless a script holding it has run past `lua-time-limit`
-/// (then None: the caller answers `-BUSY`). Waits in short slices so a script turning busy
-/// is noticed.
-fn lock_unless_busy(shared: &Shared) -> Option<parking_lot::MutexGuard<'_, State>> {
-    loop {
-        if shared.script_dog.busy.load(Ordering::Acquire) {
-            return None;
-        }
-        if let Some(g) = shared.state.try_lock_for(Duration::from_millis(5)) {
-            return Some(g);
-        }
-    }
 }
 
 /// Writes an error reply and counts it in INFO errorstats.

@@ -237,6 +237,20 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Takes the keyspace lock, unless a script holding it has run past `lua-time-limit`
+    /// (then None: a connection answers `-BUSY`, the cron skips its cycle). Waits in short
+    /// slices so a script turning busy is noticed.
+    pub fn lock_unless_busy(&self) -> Option<parking_lot::MutexGuard<'_, State>> {
+        loop {
+            if self.script_dog.busy.load(std::sync::atomic::Ordering::Acquire) {
+                return None;
+            }
+            if let Some(g) = self.state.try_lock_for(std::time::Duration::from_millis(5)) {
+                return Some(g);
+            }
+        }
+    }
+
     pub fn new(config: Config) -> Arc<Shared> {
         let mut ks = Keyspace::new(config.databases);
         ks.notify_flags = config.notify_keyspace_events;

@@ -87,7 +87,16 @@ fn eval_generic(ctx: &mut Ctx, argv: &[Bytes], by_sha: bool, read_only: bool) ->
     };
     let time_limit_ms = srv.config.read().lua_time_limit;
     let run = Run { sha: &sha, keys: &argv[3..split], args: &argv[split..], read_only, time_limit_ms };
-    engine.run(ctx, &run, &srv.script_dog)
+    // On a multi-threaded runtime the script runs with this worker's other duties (its
+    // queued tasks, polling sockets) handed to another thread: a long script must not stall
+    // unrelated connections, BUSY replies or the cluster's heartbeats.
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(|| engine.run(ctx, &run, &srv.script_dog))
+    } else {
+        engine.run(ctx, &run, &srv.script_dog)
+    }
 }
 
 const HELP: &[&str] = &[

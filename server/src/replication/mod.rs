@@ -465,15 +465,12 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
         std::future::pending::<()>().await;
         return Ok(());
     }
-    // Single node: ready when leading with every earlier entry applied (the first entry of
-    // our own term, openraft's blank leader entry, is applied).
+    // Single node: ready when leading with every entry of the log applied.
     let mut metrics = raft.metrics();
     loop {
         let ready = {
             let m = metrics.borrow_and_update();
-            m.current_leader == Some(node_id)
-                && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
-                && m.state.is_leader()
+            m.current_leader == Some(node_id) && applied_everything(&m) && m.state.is_leader()
         };
         if ready {
             break;
@@ -492,6 +489,15 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
     Ok(())
 }
 
+/// Whether this node has applied every entry of its log. A leader executes writes only
+/// then: its keyspace must include everything committed before its stint. (Comparing the
+/// applied entry's term with the current one is not enough: a node restarted with a
+/// committed vote for itself leads again in the same term, with no blank entry, and may
+/// hold entries of that term committed by the others but not yet applied here.)
+fn applied_everything(m: &openraft::RaftMetrics<u64, redoubt_raft::NodeAddr>) -> bool {
+    m.last_applied.is_some() && m.last_applied.map(|l| l.index) >= m.last_log_index
+}
+
 /// Follows openraft's view of leadership: starts an epoch when this node leads and has
 /// applied everything before its term, steps down when it stops leading, and learns the
 /// leader's client address for RAFT INFO.
@@ -501,7 +507,7 @@ async fn watch_leadership(shared: Arc<Shared>, repl: Arc<Replicator>) {
         let (leading_ready, leading, leader) = {
             let m = metrics.borrow_and_update();
             let leading = m.state.is_leader();
-            let ready = leading && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term);
+            let ready = leading && applied_everything(&m);
             let sole =
                 m.membership_config.membership().voter_ids().eq([repl.node_id]) && !repl.grown.load(Ordering::Acquire);
             repl.sole_voter.store(sole, Ordering::Release);

@@ -288,6 +288,7 @@ impl Engine {
                 let text: String = t.raw_get("err").unwrap_or_default();
                 let line = match t.raw_get::<Lv>("line") {
                     Ok(Lv::Number(l)) => format!(", on @user_script:{}.", l as i64),
+                    Ok(Lv::Integer(l)) => format!(", on @user_script:{l}."),
                     _ => String::new(),
                 };
                 Err(CmdError::Owned(format!("{text} script: {sha}{line}")))
