@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 
 pub use redoubt_client::{Client, Value};
 
+pub mod cluster;
 pub mod compare;
+pub mod linearize;
 
 /// Longest a single reply may take before a test gives up on the server.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -285,6 +287,8 @@ pub struct Conn {
     client: Option<Client>,
     pub addr: SocketAddr,
     pub resp3: bool,
+    /// How long a reply may take ([`REPLY_TIMEOUT`] unless [`Conn::set_reply_timeout`]).
+    timeout: Duration,
 }
 
 /// Why a [`Conn`] call produced no reply.
@@ -298,7 +302,7 @@ pub enum ConnError {
 impl std::fmt::Display for ConnError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConnError::Timeout => write!(f, "no reply within {REPLY_TIMEOUT:?}"),
+            ConnError::Timeout => write!(f, "no reply in time"),
             ConnError::Closed => write!(f, "connection closed by server"),
             ConnError::Other(e) => write!(f, "{e}"),
         }
@@ -307,17 +311,30 @@ impl std::fmt::Display for ConnError {
 
 impl Conn {
     pub fn connect(addr: SocketAddr) -> Conn {
+        Conn::try_connect(addr, REPLY_TIMEOUT).unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+    }
+
+    /// Connects, or says why not (refused: the node is down; a timeout), without panicking:
+    /// for clients that go on while nodes die.
+    pub fn try_connect(addr: SocketAddr, within: Duration) -> Result<Conn, ConnError> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let client = rt
-            .block_on(async { tokio::time::timeout(REPLY_TIMEOUT, Client::connect(addr)).await })
-            .unwrap_or_else(|_| panic!("connect to {addr}: timeout"))
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        Conn { rt, client: Some(client), addr, resp3: false }
+        let client = match rt.block_on(async { tokio::time::timeout(within, Client::connect(addr)).await }) {
+            Err(_) => return Err(ConnError::Timeout),
+            Ok(Err(e)) => return Err(ConnError::Other(e.to_string())),
+            Ok(Ok(c)) => c,
+        };
+        Ok(Conn { rt, client: Some(client), addr, resp3: false, timeout: REPLY_TIMEOUT })
+    }
+
+    /// Sets how long each reply may take from now on.
+    pub fn set_reply_timeout(&mut self, d: Duration) {
+        self.timeout = d;
     }
 
     fn run<T>(&mut self, f: impl AsyncOnce<T>) -> Result<T, ConnError> {
         let client = self.client.as_mut().ok_or(ConnError::Closed)?;
-        let r = self.rt.block_on(async { tokio::time::timeout(REPLY_TIMEOUT, f.call(client)).await });
+        let timeout = self.timeout;
+        let r = self.rt.block_on(async { tokio::time::timeout(timeout, f.call(client)).await });
         match r {
             Err(_) => {
                 // The stream is now out of step with our requests: drop it.
@@ -498,13 +515,15 @@ fn read_all(mut r: impl std::io::Read) -> String {
     String::from_utf8_lossy(&v).into_owned()
 }
 
-/// The workspace root (parent of this crate's directory).
 /// The `redoubt` binary cargo built next to this test (`$REDOUBT_BIN` overrides).
+///
+/// Found from the test executable's own path, so it follows `CARGO_TARGET_DIR` and the
+/// profile: `cargo build --release -p redoubt-server` before `cargo nextest run --release`.
 pub fn redoubt_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("REDOUBT_BIN") {
         return PathBuf::from(p);
     }
-    // target/<profile>/deps/<test> -> target/<profile>/redoubt
+    // <target dir>/<profile>/deps/<test> -> <target dir>/<profile>/redoubt
     let exe = std::env::current_exe().expect("current exe");
     let bin = exe.parent().and_then(Path::parent).map(|d| d.join("redoubt")).expect("target dir");
     assert!(bin.is_file(), "{} not built (cargo builds it with the workspace)", bin.display());
@@ -528,13 +547,16 @@ impl Node {
     /// Like [`Node::start`] on a given client port.
     pub fn start_on(port: u16, dir: &Path, extra: &[&str]) -> Node {
         let log = dir.join(format!("server-{port}.log"));
+        // Appended to: a node restarted on its data keeps the log of its earlier lives.
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let _ = std::io::Write::write_all(&mut file, format!("--- redoubt starting on port {port}\n").as_bytes());
         let child = std::process::Command::new(redoubt_bin())
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
             .arg(dir)
             .args(extra)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
+            .stderr(file)
             .spawn()
             .expect("spawn redoubt");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -594,6 +616,7 @@ impl Drop for Node {
     }
 }
 
+/// The workspace root (parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }

@@ -3,120 +3,14 @@
 //! `kill -9` of the leader with every acknowledged write kept, and a restarted node
 //! catching up.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use redoubt_tests::{free_port, Conn, Node, TempDir, Value};
-
-fn raft_info(c: &mut Conn) -> HashMap<String, String> {
-    let text = match c.cmd(&["RAFT", "INFO"]) {
-        Value::Bulk(b) | Value::Verbatim(_, b) => String::from_utf8_lossy(&b).into_owned(),
-        other => panic!("RAFT INFO: {other:?}"),
-    };
-    text.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
-}
-
-fn get(c: &mut Conn, key: &str) -> Option<String> {
-    match c.cmd(&["GET", key]) {
-        Value::Bulk(b) => Some(String::from_utf8_lossy(&b).into_owned()),
-        Value::Nil => None,
-        other => panic!("GET {key}: {other:?}"),
-    }
-}
-
-/// Waits until `key` reads `want` in `node`'s own state (READONLY: a follower answers from
-/// what it applied, a moment behind the leader).
-///
-/// A node that just lost its leadership closes connections whose replies showed writes it
-/// can no longer commit: reconnect then.
-fn wait_value(node: &Node, key: &str, want: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    let mut conn: Option<Conn> = None;
-    loop {
-        let c = conn.get_or_insert_with(|| node.conn());
-        let got = match c.try_cmd(&["READONLY"]).and_then(|_| c.try_cmd(&["GET", key])) {
-            Ok(Value::Bulk(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
-            Ok(_) => None,
-            Err(_) => {
-                conn = None;
-                None
-            }
-        };
-        if got.as_deref() == Some(want) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{key}={got:?} after {within:?}, want {want}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-struct Cluster {
-    dir: TempDir,
-    ports: Vec<u16>,
-    spec: String,
-    nodes: Vec<Option<Node>>,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let dir = TempDir::new("redoubt-t61");
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let raft: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let spec =
-            raft.iter().enumerate().map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1)).collect::<Vec<_>>().join(",");
-        let mut c = Cluster { dir, ports, spec, nodes: Vec::new() };
-        for i in 0..3 {
-            let n = c.spawn(i);
-            c.nodes.push(Some(n));
-        }
-        c
-    }
-
-    fn spawn(&self, i: usize) -> Node {
-        let d = self.dir.path().join(format!("n{}", i + 1));
-        std::fs::create_dir_all(&d).unwrap();
-        let id = (i + 1).to_string();
-        Node::start_on(self.ports[i], &d, &["--node-id", &id, "--cluster", &self.spec])
-    }
-
-    /// The index of the node every live member agrees leads, waiting up to `within`.
-    fn leader(&self, within: Duration) -> usize {
-        let deadline = Instant::now() + within;
-        loop {
-            let mut seen = None;
-            let mut agree = true;
-            for n in self.nodes.iter().flatten() {
-                let id = raft_info(&mut n.conn()).get("leader_id").cloned().unwrap_or_default();
-                match (&seen, id.is_empty()) {
-                    (_, true) => agree = false,
-                    (None, false) => seen = Some(id),
-                    (Some(s), false) if *s != id => agree = false,
-                    _ => {}
-                }
-            }
-            if let (true, Some(id)) = (agree, seen) {
-                let i = id.parse::<usize>().unwrap() - 1;
-                if self.nodes[i].is_some() {
-                    return i;
-                }
-            }
-            assert!(Instant::now() < deadline, "no agreed leader within {within:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn conn(&self, i: usize) -> Conn {
-        self.nodes[i].as_ref().expect("node running").conn()
-    }
-
-    fn wait_value(&self, i: usize, key: &str, want: &str, within: Duration) {
-        wait_value(self.nodes[i].as_ref().expect("node running"), key, want, within)
-    }
-}
+use redoubt_tests::cluster::{get, raft_info, wait_value, Cluster};
+use redoubt_tests::{free_port, Node, TempDir, Value};
 
 #[test]
 fn writes_on_any_node_replicate_and_survive_leader_failover() {
-    let mut cl = Cluster::start();
+    let mut cl = Cluster::start("redoubt-t61");
     let leader = cl.leader(Duration::from_secs(20));
     let follower = (leader + 1) % 3;
 
@@ -277,7 +171,7 @@ fn grow_from_one_node_to_three_and_shrink_back() {
 
 #[test]
 fn a_frozen_leader_is_replaced_and_follows_when_it_wakes() {
-    let mut cl = Cluster::start();
+    let mut cl = Cluster::start("redoubt-t61");
     let leader = cl.leader(Duration::from_secs(20));
     let other = (leader + 1) % 3;
     assert_eq!(cl.conn(other).cmd(&["SET", "before", "1"]), Value::Simple(b"OK".to_vec()));
@@ -308,132 +202,45 @@ fn a_frozen_leader_is_replaced_and_follows_when_it_wakes() {
     assert_eq!(cl.conn(leader).cmd(&["INCR", "during"]), Value::Int(21));
 }
 
-/// A TCP proxy between two nodes that a test can cut (existing connections are shut down,
-/// new ones refused) and heal.
-struct Link {
-    addr: String,
-    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
-}
-
-impl Link {
-    fn new(to: String) -> Link {
-        use std::sync::atomic::Ordering;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (c, l) = (cut.clone(), live.clone());
-        std::thread::spawn(move || {
-            for inbound in listener.incoming().flatten() {
-                if c.load(Ordering::SeqCst) {
-                    continue; // dropped: the peer sees a reset
-                }
-                let Ok(outbound) = std::net::TcpStream::connect(&to) else { continue };
-                let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
-                let mut live = l.lock().unwrap();
-                live.push(inbound.try_clone().unwrap());
-                live.push(outbound.try_clone().unwrap());
-                for (mut r, mut w) in
-                    [(inbound.try_clone().unwrap(), outbound.try_clone().unwrap()), (outbound, inbound)]
-                {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut r, &mut w);
-                        let _ = w.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Link { addr, cut, live }
-    }
-
-    fn set_cut(&self, cut: bool) {
-        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
-        if cut {
-            for s in self.live.lock().unwrap().drain(..) {
-                let _ = s.shutdown(std::net::Shutdown::Both);
-            }
-        }
-    }
-}
-
 #[test]
 fn a_partitioned_leader_is_replaced_and_rejoins_after_healing() {
-    let dir = TempDir::new("redoubt-t61p");
-    let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let raft: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
-    // links[i][j]: node i's way to node j (node i's member list names it for j).
-    let links: Vec<Vec<Option<Link>>> =
-        (0..3).map(|i| (0..3).map(|j| (i != j).then(|| Link::new(raft[j].clone()))).collect()).collect();
-    let mut nodes: Vec<Node> = (0..3)
-        .map(|i| {
-            let spec = (0..3)
-                .map(|j| {
-                    format!(
-                        "{}@{}",
-                        j + 1,
-                        if i == j { raft[j].clone() } else { links[i][j].as_ref().unwrap().addr.clone() }
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(",");
-            let d = dir.path().join(format!("n{}", i + 1));
-            std::fs::create_dir_all(&d).unwrap();
-            Node::start_on(client[i], &d, &["--node-id", &(i + 1).to_string(), "--cluster", &spec])
-        })
-        .collect();
-    let leader_of = |c: &mut Conn| raft_info(c).get("leader_id").and_then(|s| s.parse::<usize>().ok());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let leader = loop {
-        if let Some(l) = leader_of(&mut nodes[0].conn()) {
-            break l - 1;
-        }
-        assert!(Instant::now() < deadline, "no leader");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // Every node reaches the others through a cuttable proxy.
+    let mut cl = Cluster::start_with_links("redoubt-t61p");
+    let leader = cl.leader(Duration::from_secs(20));
     let other = (leader + 1) % 3;
     let mut acked = 0;
     for _ in 0..10 {
-        assert!(matches!(nodes[other].conn().cmd(&["INCR", "n"]), Value::Int(_)));
+        assert!(matches!(cl.conn(other).cmd(&["INCR", "n"]), Value::Int(_)));
         acked += 1;
     }
 
     // Cut the leader off from both others, both ways.
-    for j in 0..3 {
-        if j != leader {
-            links[leader][j].as_ref().unwrap().set_cut(true);
-            links[j][leader].as_ref().unwrap().set_cut(true);
-        }
-    }
+    cl.isolate(leader, true);
     let cut_at = Instant::now();
-    let mut c = nodes[other].conn();
+    let mut c = cl.conn(other);
     while acked < 30 {
         match c.try_cmd(&["INCR", "n"]) {
             Ok(Value::Int(_)) => acked += 1,
             Ok(Value::Error(e)) if e.starts_with("TRYAGAIN") || e.starts_with("CLUSTERDOWN") => {}
             Ok(v) => panic!("INCR during the partition: {v:?}"),
-            Err(_) => c = nodes[other].conn(),
+            Err(_) => c = cl.conn(other),
         }
         assert!(cut_at.elapsed() < Duration::from_secs(40), "the majority made no progress");
     }
     println!("partition: majority acknowledged writes again {} ms after the cut", cut_at.elapsed().as_millis());
 
     // Heal: the old leader hears the new term, follows and catches up.
-    for row in &links {
-        for l in row.iter().flatten() {
-            l.set_cut(false);
-        }
-    }
+    cl.heal();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let mut c = nodes[leader].conn();
+        let mut c = cl.conn(leader);
         let _ = c.try_cmd(&["READONLY"]);
         if let Ok(Value::Bulk(b)) = c.try_cmd(&["GET", "n"]) {
             if b == acked.to_string().into_bytes() {
                 break;
             }
         }
-        assert!(nodes[leader].exited().is_none(), "the old leader exited");
+        assert!(cl.nodes[leader].as_mut().unwrap().exited().is_none(), "the old leader exited");
         assert!(Instant::now() < deadline, "the old leader did not catch up after healing");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -441,7 +248,7 @@ fn a_partitioned_leader_is_replaced_and_rejoins_after_healing() {
     // (nothing ran) until it reconnects.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match nodes[leader].conn().cmd(&["INCR", "n"]) {
+        match cl.conn(leader).cmd(&["INCR", "n"]) {
             Value::Int(v) => {
                 assert_eq!(v, acked + 1);
                 break;
