@@ -73,8 +73,10 @@ pub fn install_random(lua: &Lua, math: &Table) -> mlua::Result<()> {
 /// LuaBitOp's `bit` table: 32-bit operations on numbers, results as signed 32-bit.
 pub fn bit_table(lua: &Lua) -> mlua::Result<Table> {
     fn tobit(n: f64) -> i32 {
-        // LuaBitOp normalizes through a double add trick: the value modulo 2^32.
-        (n as i64) as i32
+        // LuaBitOp normalizes by adding 2^52 + 2^51 and keeping the low 32 bits of the
+        // double: the value rounded half to even, modulo 2^32 (and 0 for inf and NaN).
+        let b = (n + 6_755_399_441_055_744.0).to_bits();
+        b as u32 as i32
     }
     let t = lua.create_table()?;
     t.raw_set("tobit", lua.create_function(|_, n: f64| Ok(tobit(n)))?)?;

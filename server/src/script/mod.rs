@@ -393,7 +393,15 @@ fn call_error(lua: &Lua, text: String, raise: bool) -> mlua::Result<(Lv, bool)> 
     if raise {
         // `return redis.call(...)` is a tail call, which leaves no frame of the script
         // behind: then the nearest frame with a line, or the first line, as Redis reports.
-        let line = (2..8).find_map(|level| lua.inspect_stack(level, |d| d.current_line()).flatten()).unwrap_or(1);
+        let line = (2..8)
+            .find_map(|level| {
+                lua.inspect_stack(level, |d| {
+                    let user = d.source().source.is_some_and(|s| s == "@user_script");
+                    d.current_line().filter(|_| user)
+                })
+                .flatten()
+            })
+            .unwrap_or(1);
         t.raw_set("source", "user_script")?;
         t.raw_set("line", line)?;
     }
@@ -501,10 +509,19 @@ fn write_reply(out: &mut ReplyBuf, v: &Lv, resp3: bool, depth: usize) {
                 out.error("ERR reached lua stack limit");
                 return;
             }
+            // Redis reads status and error texts as C strings: they end at a NUL.
+            // Line breaks become spaces, as Redis's status and error replies do.
+            let c_str = |b: &[u8]| -> Vec<u8> {
+                let b = b.split(|&c| c == 0).next().unwrap_or_default();
+                b.iter().map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }).collect()
+            };
             if let Ok(Lv::String(e)) = t.raw_get::<Lv>("err") {
-                out.error(&String::from_utf8_lossy(&e.as_bytes()));
+                // An error text ends at its first line break.
+                let raw = e.as_bytes();
+                let text = raw.split(|&c| c == 0 || c == b'\r' || c == b'\n').next().unwrap_or_default();
+                out.error(&String::from_utf8_lossy(text));
             } else if let Ok(Lv::String(s)) = t.raw_get::<Lv>("ok") {
-                out.simple_bytes(&s.as_bytes());
+                out.simple_bytes(&c_str(&s.as_bytes()));
             } else if let Ok(Lv::Number(d)) = t.raw_get::<Lv>("double") {
                 out.double(d);
             } else if let Ok(Lv::String(s)) = t.raw_get::<Lv>("big_number") {
