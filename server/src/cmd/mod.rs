@@ -199,7 +199,21 @@ impl<'a> Ctx<'a> {
     /// handlers, so the state they build is the leader's by construction, and the native
     /// command itself never has to be replayed.
     pub fn apply<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> CmdResult {
-        let argv: Vec<Bytes> = argv.iter().map(|a| Bytes::copy_from_slice(a.as_ref())).collect();
+        // One buffer sliced into the arguments: one allocation per step, not one per argument
+        // (handlers copy what they keep).
+        let mut buf = bytes::BytesMut::with_capacity(argv.iter().map(|a| a.as_ref().len()).sum());
+        for a in argv {
+            buf.extend_from_slice(a.as_ref());
+        }
+        let buf = buf.freeze();
+        let mut at = 0;
+        let argv: Vec<Bytes> = argv
+            .iter()
+            .map(|a| {
+                at += a.as_ref().len();
+                buf.slice(at - a.as_ref().len()..at)
+            })
+            .collect();
         let spec = lookup(&argv[0]).ok_or_else(|| CmdError::Owned(unknown_command_error(&argv)))?;
         debug_assert!(spec.arity_ok(argv.len()) && spec.is_write(), "apply: {argv:?}");
         // No allocation until the step writes its (discarded) reply.
