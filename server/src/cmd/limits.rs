@@ -414,14 +414,15 @@ pub fn plan_window<L: Log + ?Sized>(
     } else {
         // The earliest entry whose leaving brings the rest down to `limit - cost`: the
         // request fits the moment it leaves, and not a millisecond before.
-        let last = last.expect("a rejected request implies entries");
+        let last = last.ok_or(NOT_A_LOG)?; // a rejection implies entries
         let room = (limit - cost) as u64;
         let j = partition(first, n, |i| {
             let e = log.entry(i).ok_or(NOT_A_LOG)?;
             Ok(last.total.wrapping_sub(e.total) > room)
         })?;
         let e = log.entry(j.min(n - 1)).ok_or(NOT_A_LOG)?;
-        e.t + window - now
+        // Checked: in a list edited by hand the entries may be out of order.
+        e.t.checked_add(window).ok_or(NOT_A_LOG)? - now
     };
     Ok(WindowPlan {
         allowed,
@@ -799,6 +800,26 @@ pub(in crate::cmd) mod tests {
         assert_eq!(LogEntry::decode(b"x:1:3"), None);
         assert_eq!(LogEntry::decode(b"12:1"), None);
         assert!(plan_window(&log[..], i64::MAX - 5, 5, 100, 1).is_err());
+    }
+
+    /// Lists edited by hand never panic the server: they are refused or give some answer.
+    #[test]
+    fn window_on_hand_edited_logs() {
+        let t = 1_700_000_000_000;
+        let cases: Vec<Vec<LogEntry>> = vec![
+            vec![LogEntry { t: i64::MAX, cost: 1, total: 1 }],
+            vec![LogEntry { t, cost: i64::MAX, total: 5 }, LogEntry { t, cost: i64::MAX, total: 0 }],
+            vec![LogEntry { t: i64::MAX - 10, cost: 3, total: 3 }, LogEntry { t, cost: 1, total: 4 }],
+            vec![LogEntry { t: t + 5, cost: 9, total: 1 << 63 }, LogEntry { t, cost: 9, total: 1 }],
+        ];
+        for log in cases {
+            for (limit, window, cost) in [(1, 1, 1), (10, 1000, 0), (i64::MAX, i64::MAX / 2, 3), (5, 100, 5)] {
+                let _ = plan_window(&log[..], t, limit, window, cost);
+            }
+        }
+        let list: std::collections::VecDeque<Blob> =
+            ["9:1:1", "x", "8:1:2"].iter().map(|s| Blob::new(s.as_bytes())).collect();
+        assert_eq!(plan_window(&list, t, 5, 100, 1), Err(NOT_A_LOG));
     }
 
     /// The brute-force answer: costs admitted in (now - window, now].
