@@ -45,7 +45,7 @@ build_redoubt() {  # sets REDOUBT_BIN
             echo "building redoubt (release)..." >&2
             (cd "$ROOT" && cargo build --release -q -p redoubt-server) || die "cargo build failed"
         fi
-        REDOUBT_BIN="$ROOT/target/release/redoubt"
+        REDOUBT_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/redoubt"
     fi
     [ -x "$REDOUBT_BIN" ] || die "no redoubt binary at $REDOUBT_BIN"
 }

@@ -70,8 +70,9 @@ def _redoubt_binary():
     env = os.environ.get("REDOUBT_BIN")
     if env:
         return env
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
     for profile in ("release", "debug"):
-        p = ROOT / "target" / profile / "redoubt"
+        p = target / profile / "redoubt"
         if p.exists():
             return str(p)
     return None

@@ -21,6 +21,10 @@ pub const COMMANDS: &[Spec] = &[];
 /// The raw data, in the line format documented in `scripts/gen-command-docs.py`.
 const DATA: &str = include_str!("docs/commands.txt");
 
+/// Docs of redoubt's own commands (CL.THROTTLE, RATELIMIT, LOCK.*), in the same format,
+/// written by hand and kept apart so regenerating Redis's data cannot drop them.
+const NATIVE: &str = include_str!("docs/natives.txt");
+
 /// The docs of one command or subcommand.
 #[derive(Debug, Default)]
 pub struct CommandDoc {
@@ -68,7 +72,11 @@ impl ArgDoc {
 /// Every top-level command's docs, in the order Redis 7.0.15 lists them for `COMMAND DOCS`.
 pub fn all() -> &'static [CommandDoc] {
     static DOCS: OnceLock<Vec<CommandDoc>> = OnceLock::new();
-    DOCS.get_or_init(|| parse(DATA).unwrap_or_else(|e| panic!("docs/commands.txt: {e}")))
+    DOCS.get_or_init(|| {
+        let mut docs = parse(DATA).unwrap_or_else(|e| panic!("docs/commands.txt: {e}"));
+        docs.extend(parse(NATIVE).unwrap_or_else(|e| panic!("docs/natives.txt: {e}")));
+        docs
+    })
 }
 
 /// Docs of a command by name, case-insensitively; `parent|sub` reaches subcommands, as
@@ -370,6 +378,19 @@ mod tests {
         // Deprecated commands carry their replacement.
         let gr = docs_for("georadius").expect("georadius");
         assert!(gr.replaced_by.is_some() && gr.deprecated_since.is_some());
+    }
+
+    /// redoubt's own commands have docs (redis-cli's hints), matching their table entries.
+    #[test]
+    fn native_commands_have_docs() {
+        for spec in super::super::limits::COMMANDS.iter().chain(super::super::locks::COMMANDS) {
+            let doc = docs_for(spec.name).unwrap_or_else(|| panic!("no docs for {}", spec.name));
+            assert_eq!(doc.group, spec.group, "{}", spec.name);
+            assert_eq!(doc.arguments[0].key_spec_index, Some(0), "{}", spec.name);
+            // Required arguments plus the name make the arity (or its minimum).
+            let required = doc.arguments.iter().filter(|a| !a.flags.iter().any(|f| f == "optional")).count();
+            assert!(spec.arity == -1 || spec.arity.unsigned_abs() as usize == required + 1, "{}", spec.name);
+        }
     }
 
     #[test]

@@ -16,7 +16,9 @@ pub mod docs;
 pub mod hashes;
 pub mod introspect;
 pub mod keys;
+pub mod limits;
 pub mod lists;
+pub mod locks;
 pub mod pubsub;
 pub mod raft;
 pub mod scan;
@@ -188,6 +190,49 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Runs an ordinary write command (`SET k v PXAT <abs>`, `HSET ...`, `LTRIM ...`) as one
+    /// step of the command being executed, discarding its reply. The step records its own
+    /// deterministic form with [`Ctx::propagate`], exactly as it would for a client.
+    ///
+    /// Native commands whose decision is not itself deterministic to replay (rate limiters,
+    /// locks: they read the clock and the state, then decide) change the keyspace only through
+    /// this. A replica or the Raft log applies the same ordinary commands through the same
+    /// handlers, so the state they build is the leader's by construction, and the native
+    /// command itself never has to be replayed.
+    pub fn apply<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> CmdResult {
+        // One buffer sliced into the arguments: one allocation per step, not one per argument
+        // (handlers copy what they keep).
+        let mut buf = bytes::BytesMut::with_capacity(argv.iter().map(|a| a.as_ref().len()).sum());
+        for a in argv {
+            buf.extend_from_slice(a.as_ref());
+        }
+        let buf = buf.freeze();
+        let mut at = 0;
+        let argv: Vec<Bytes> = argv
+            .iter()
+            .map(|a| {
+                at += a.as_ref().len();
+                buf.slice(at - a.as_ref().len()..at)
+            })
+            .collect();
+        let spec = lookup(&argv[0]).ok_or_else(|| CmdError::Owned(unknown_command_error(&argv)))?;
+        debug_assert!(spec.arity_ok(argv.len()) && spec.is_write(), "apply: {argv:?}");
+        // No allocation until the step writes its (discarded) reply.
+        let mut scratch = ReplyBuf::default();
+        let mut step = Ctx {
+            ks: &mut *self.ks,
+            srv: self.srv,
+            out: &mut scratch,
+            db: self.db,
+            client_id: self.client_id,
+            conn: None,
+            block_mode: BlockMode::Never,
+            block: None,
+            in_multi: self.in_multi,
+        };
+        (spec.handler)(&mut step, &argv)
+    }
+
     /// Asks to block on `keys` until `deadline_ms` (0 = forever), or answers at once with a
     /// null array when blocking is not possible (MULTI, scripts). A key named twice is
     /// registered once, as Redis does.
@@ -276,7 +321,7 @@ pub fn container_only(_: &mut Ctx, _: &[Bytes]) -> CmdResult {
 }
 
 /// Every family's command list.
-pub fn families() -> [&'static [Spec]; 16] {
+pub fn families() -> [&'static [Spec]; 18] {
     [
         connection::COMMANDS,
         strings::COMMANDS,
@@ -287,6 +332,8 @@ pub fn families() -> [&'static [Spec]; 16] {
         lists::COMMANDS,
         sets::COMMANDS,
         zsets::COMMANDS,
+        limits::COMMANDS,
+        locks::COMMANDS,
         tx::COMMANDS,
         pubsub::COMMANDS,
         server::COMMANDS,
