@@ -568,7 +568,7 @@ impl Connection {
                     // the local, possibly stale, state.
                     let read = spec.flags & flags::READONLY != 0;
                     // EVAL and EVALSHA may write: the leader runs them.
-                    let script = spec.flags & flags::MAY_REPLICATE != 0 && spec.group == "scripting";
+                    let script = matches!(spec.name, "eval" | "evalsha");
                     if spec.is_write() || script || (read && !self.conn.stale_reads) {
                         return Flow::Forward(argv);
                     }

@@ -49,7 +49,8 @@ pub fn acl_categories(s: &Spec) -> Vec<String> {
     if s.flags & WRITE != 0 {
         c.push("@write".to_string());
     }
-    if s.flags & READONLY != 0 {
+    // Read-only scripts are @scripting only in Redis, not @read.
+    if s.flags & READONLY != 0 && s.group != "scripting" {
         c.push("@read".to_string());
     }
     let group = match s.group {

@@ -61,8 +61,9 @@ pub mod flags {
     pub const ALLOW_BUSY: u32 = 1 << 16;
     /// Runs without the keyspace (connection-level); redoubt-internal.
     pub const CONN: u32 = 1 << 17;
+    pub const NO_MANDATORY_KEYS: u32 = 1 << 18;
 
-    pub const NAMES: [(u32, &str); 17] = [
+    pub const NAMES: [(u32, &str); 18] = [
         (WRITE, "write"),
         (READONLY, "readonly"),
         (DENYOOM, "denyoom"),
@@ -80,6 +81,7 @@ pub mod flags {
         (NO_MULTI, "no_multi"),
         (MOVABLE_KEYS, "movablekeys"),
         (ALLOW_BUSY, "allow_busy"),
+        (NO_MANDATORY_KEYS, "no_mandatory_keys"),
     ];
 }
 

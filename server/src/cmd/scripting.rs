@@ -9,11 +9,18 @@ use super::{err, CmdError, CmdResult, Ctx, Spec};
 use crate::script::{self, Run};
 
 pub static COMMANDS: &[Spec] = &[
-    Spec::new("eval", -3, NOSCRIPT | SKIP_MONITOR | MAY_REPLICATE | STALE | MOVABLE_KEYS, (0, 0, 0), "scripting", eval),
+    Spec::new(
+        "eval",
+        -3,
+        NOSCRIPT | SKIP_MONITOR | NO_MANDATORY_KEYS | STALE | MOVABLE_KEYS,
+        (0, 0, 0),
+        "scripting",
+        eval,
+    ),
     Spec::new(
         "evalsha",
         -3,
-        NOSCRIPT | SKIP_MONITOR | MAY_REPLICATE | STALE | MOVABLE_KEYS,
+        NOSCRIPT | SKIP_MONITOR | NO_MANDATORY_KEYS | STALE | MOVABLE_KEYS,
         (0, 0, 0),
         "scripting",
         evalsha,
@@ -21,7 +28,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec::new(
         "eval_ro",
         -3,
-        NOSCRIPT | SKIP_MONITOR | READONLY | STALE | MOVABLE_KEYS,
+        NOSCRIPT | SKIP_MONITOR | NO_MANDATORY_KEYS | READONLY | STALE | MOVABLE_KEYS,
         (0, 0, 0),
         "scripting",
         eval_ro,
@@ -29,14 +36,14 @@ pub static COMMANDS: &[Spec] = &[
     Spec::new(
         "evalsha_ro",
         -3,
-        NOSCRIPT | SKIP_MONITOR | READONLY | STALE | MOVABLE_KEYS,
+        NOSCRIPT | SKIP_MONITOR | NO_MANDATORY_KEYS | READONLY | STALE | MOVABLE_KEYS,
         (0, 0, 0),
         "scripting",
         evalsha_ro,
     ),
     Spec::new("script", -2, 0, (0, 0, 0), "scripting", script).with_subcommands(&[
         Spec::new("script|load", 3, NOSCRIPT | STALE, (0, 0, 0), "scripting", super::container_only),
-        Spec::new("script|exists", -3, NOSCRIPT | STALE, (0, 0, 0), "scripting", super::container_only),
+        Spec::new("script|exists", -3, NOSCRIPT, (0, 0, 0), "scripting", super::container_only),
         Spec::new("script|flush", -2, NOSCRIPT, (0, 0, 0), "scripting", super::container_only),
         Spec::new("script|kill", 2, NOSCRIPT | ALLOW_BUSY, (0, 0, 0), "scripting", super::container_only),
         Spec::new("script|help", 2, LOADING | STALE, (0, 0, 0), "scripting", super::container_only),
