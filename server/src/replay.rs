@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use redoubt_protocol::ReplyBuf;
 
-use crate::cmd::{self, BlockMode, CmdError, Ctx};
+use crate::cmd::{self, CmdError, Ctx};
 use crate::keyspace::{Entry, Op};
 use crate::shared::{Shared, State};
 
@@ -21,17 +21,7 @@ pub fn apply(shared: &Shared, st: &mut State, op: &Op) -> Result<Vec<u8>, CmdErr
     }
     st.ks.now_ms = op.now_ms;
     let mut out = ReplyBuf::new(false);
-    let mut ctx = Ctx {
-        ks: &mut st.ks,
-        srv: shared,
-        out: &mut out,
-        db: op.db,
-        client_id: 0,
-        conn: None,
-        block_mode: BlockMode::Never,
-        block: None,
-        in_multi: false,
-    };
+    let mut ctx = Ctx::detached(&mut st.ks, shared, &mut out, op.db, 0);
     crate::conn::call(&mut ctx, spec, &op.argv);
     shared.counters.total_commands_processed.fetch_sub(1, Ordering::Relaxed);
     Ok(out.buf.to_vec())

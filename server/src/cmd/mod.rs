@@ -176,6 +176,12 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
+    /// A context for a command run without a connection (a replicated op, a forwarded
+    /// command, a script's `redis.call`, a native command's step): it never blocks.
+    pub fn detached(ks: &'a mut Keyspace, srv: &'a Shared, out: &'a mut ReplyBuf, db: usize, client_id: u64) -> Self {
+        Ctx { ks, srv, out, db, client_id, conn: None, block_mode: BlockMode::Never, block: None, in_multi: false }
+    }
+
     /// Connection state, for connection-level commands.
     pub fn conn(&mut self) -> Result<&mut Conn, CmdError> {
         self.conn.as_deref_mut().ok_or(CmdError::Static("ERR command not allowed here"))
@@ -221,17 +227,8 @@ impl<'a> Ctx<'a> {
         debug_assert!(spec.arity_ok(argv.len()) && spec.is_write(), "apply: {argv:?}");
         // No allocation until the step writes its (discarded) reply.
         let mut scratch = ReplyBuf::default();
-        let mut step = Ctx {
-            ks: &mut *self.ks,
-            srv: self.srv,
-            out: &mut scratch,
-            db: self.db,
-            client_id: self.client_id,
-            conn: None,
-            block_mode: BlockMode::Never,
-            block: None,
-            in_multi: self.in_multi,
-        };
+        let mut step = Ctx::detached(&mut *self.ks, self.srv, &mut scratch, self.db, self.client_id);
+        step.in_multi = self.in_multi;
         (spec.handler)(&mut step, &argv)
     }
 

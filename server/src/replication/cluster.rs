@@ -21,7 +21,7 @@ use redoubt_protocol::ReplyBuf;
 
 use super::session::{self, Lookup};
 use super::Replicator;
-use crate::cmd::{self, BlockMode, Ctx};
+use crate::cmd::{self, Ctx};
 use crate::shared::Shared;
 
 /// How long a follower keeps trying to get a forwarded command answered.
@@ -174,18 +174,8 @@ async fn run_forwarded(shared: &Arc<Shared>, body: &[u8]) -> Result<Vec<u8>, u8>
                 match cmd::lookup(&f.argv[0]) {
                     Some(spec) if spec.arity_ok(f.argv.len()) && f.db < st.ks.dbs.len() => {
                         st.ks.now_ms = now;
-                        let mut ctx = Ctx {
-                            ks: &mut st.ks,
-                            srv: shared,
-                            out: &mut out,
-                            db: f.db,
-                            client_id: 0,
-                            conn: None,
-                            // A forwarded blocking command behaves as inside MULTI: it never waits.
-                            block_mode: BlockMode::Never,
-                            block: None,
-                            in_multi: false,
-                        };
+                        // A forwarded blocking command behaves as inside MULTI: it never waits.
+                        let mut ctx = Ctx::detached(&mut st.ks, shared, &mut out, f.db, 0);
                         crate::conn::call(&mut ctx, spec, &f.argv);
                     }
                     Some(spec) => out.error(cmd::err::wrong_args(spec.name).text()),

@@ -23,7 +23,7 @@ use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value as Lv};
 use redoubt_protocol::client_codec::{self, Value as Rv};
 use redoubt_protocol::ReplyBuf;
 
-use crate::cmd::{self, flags, BlockMode, CmdError, Ctx};
+use crate::cmd::{self, flags, CmdError, Ctx};
 
 /// What `SCRIPT KILL` and the `BUSY` state look at while a script runs (readable without
 /// the keyspace lock, which the script holds).
@@ -355,19 +355,10 @@ fn redis_call(
     let mut out = ReplyBuf::new(resp3);
     {
         let ctx = &mut *st.ctx;
-        let mut inner = Ctx {
-            ks: &mut *ctx.ks,
-            srv: ctx.srv,
-            out: &mut out,
-            db: ctx.db,
-            client_id: ctx.client_id,
-            // Connection-level commands (CLIENT, HELLO, ...) are refused above; the rest
-            // must not change the caller's connection state.
-            conn: None,
-            block_mode: BlockMode::Never,
-            block: None,
-            in_multi: true,
-        };
+        // Connection-level commands (CLIENT, HELLO, ...) are refused above; the rest must
+        // not change the caller's connection state, so the call runs detached.
+        let mut inner = Ctx::detached(&mut *ctx.ks, ctx.srv, &mut out, ctx.db, ctx.client_id);
+        inner.in_multi = true;
         crate::conn::call(&mut inner, spec, &argv);
         // SELECT inside a script changes the script's database only (Redis 7).
         let db = inner.db;
