@@ -383,13 +383,21 @@ impl Connection {
                     }
                 },
             };
-            let kill = argv.len() == 2
-                && (argv[0].eq_ignore_ascii_case(b"script") || argv[0].eq_ignore_ascii_case(b"function"))
-                && argv[1].eq_ignore_ascii_case(b"kill");
-            if !kill {
-                out.error("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.");
+            let two = |a: &str, b: &str| {
+                argv.len() == 2
+                    && argv[0].eq_ignore_ascii_case(a.as_bytes())
+                    && argv[1].eq_ignore_ascii_case(b.as_bytes())
+            };
+            let (script_kill, function_kill) = (two("script", "kill"), two("function", "kill"));
+            if two("function", "stats") {
+                cmd::functions::stats_while_busy(&self.shared, out);
+            } else if !script_kill && !function_kill {
+                out.error(dog.busy_error());
             } else if dog.state.load(Ordering::Acquire) == 2 {
                 out.error("UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.");
+            } else if script_kill == dog.function.load(Ordering::Acquire) {
+                // SCRIPT KILL stops EVAL scripts only, FUNCTION KILL functions only.
+                out.error(dog.busy_error());
             } else {
                 dog.kill.store(true, Ordering::Release);
                 out.ok();
@@ -567,9 +575,12 @@ impl Connection {
                     // Reads go to the leader too (linearizable), unless READONLY asked for
                     // the local, possibly stale, state.
                     let read = spec.flags & flags::READONLY != 0;
-                    // EVAL and EVALSHA may write: the leader runs them.
-                    let script = matches!(spec.name, "eval" | "evalsha");
-                    if spec.is_write() || script || (read && !self.conn.stale_reads) {
+                    // EVAL, EVALSHA and FCALL may write: the leader runs them. So do the
+                    // writing subcommands of a container (FUNCTION LOAD, ...).
+                    let script = matches!(spec.name, "eval" | "evalsha" | "fcall");
+                    let sub_write = !spec.subcommands.is_empty()
+                        && argv.get(1).and_then(|s| cmd::lookup_sub(spec, s)).is_some_and(|s| s.is_write());
+                    if spec.is_write() || script || sub_write || (read && !self.conn.stale_reads) {
                         return Flow::Forward(argv);
                     }
                     if spec.name == "exec"
@@ -705,7 +716,7 @@ impl Connection {
             return false;
         }
         if p.write_only {
-            spec.is_write() || matches!(spec.name, "eval" | "evalsha" | "publish" | "pfcount" | "exec")
+            spec.is_write() || matches!(spec.name, "eval" | "evalsha" | "fcall" | "publish" | "pfcount" | "exec")
         } else {
             !matches!(spec.name, "client")
         }

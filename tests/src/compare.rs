@@ -48,6 +48,9 @@ pub enum Rule {
     Tolerance(i64),
     /// Not compared at all.
     Ignore,
+    /// Lists of records (FUNCTION LIST's libraries and each library's functions, kept in
+    /// hash order by Redis) as multisets, at every depth; the records themselves exactly.
+    Records,
 }
 
 fn upper(a: &[u8]) -> String {
@@ -70,6 +73,7 @@ pub fn rule_for<A: AsRef<[u8]>>(argv: &[A]) -> Rule {
         "PTTL" | "PEXPIRETIME" => Rule::Tolerance(1000),
         "OBJECT" if sub == "IDLETIME" => Rule::Tolerance(2),
         "OBJECT" if sub == "FREQ" => Rule::Ignore,
+        "FUNCTION" if sub == "LIST" => Rule::Records,
         _ => Rule::Exact,
     }
 }
@@ -167,6 +171,24 @@ pub fn normalize_with(rule: Rule, v: &Value) -> Value {
             other => other.clone(),
         },
         Rule::Shape => shape(v),
+        Rule::Records => records(v),
+    }
+}
+
+/// `v` with every array whose elements are all records (maps, or RESP2's flat arrays)
+/// sorted.
+fn records(v: &Value) -> Value {
+    match v {
+        Value::Array(a) => {
+            let inner: Vec<Value> = a.iter().map(records).collect();
+            if !inner.is_empty() && inner.iter().all(|x| matches!(x, Value::Map(_) | Value::Array(_))) {
+                Value::Array(sorted(inner))
+            } else {
+                Value::Array(inner)
+            }
+        }
+        Value::Map(m) => Value::Map(m.iter().map(|(k, x)| (k.clone(), records(x))).collect()),
+        other => other.clone(),
     }
 }
 

@@ -1025,6 +1025,15 @@ const SCRIPTS: &[&str] = &[
     "return {redis.call('EXISTS', KEYS[1]), redis.call('TTL', KEYS[1])}",
     "return #ARGV + #KEYS",
     "this is not lua",
+    // Redis 7 shebang: flags decide what the script may do (and whether EVAL_RO takes it).
+    "#!lua flags=no-writes\nreturn redis.call('GET', KEYS[1])",
+    "#!lua flags=no-writes\nreturn redis.call('SET', KEYS[1], ARGV[1])",
+    "#!lua\nreturn redis.call('SET', KEYS[1], ARGV[1])",
+    "#!lua flags=allow-oom,no-writes\nreturn redis.call('TYPE', KEYS[1])",
+    "#!lua flags=bogus\nreturn 1",
+    "#!lua name=x\nreturn 1",
+    "#!lua2\nreturn 1",
+    "#!lua\nreturn undefined_global",
 ];
 
 fn scripting() -> Vec<Gen> {
@@ -1056,6 +1065,77 @@ const SCRIPT_SHAS: &[&str] = &[
     "6fbc820ce6a53108c93f38e95d91f9c2483b039c",
     "ffffffffffffffffffffffffffffffffffffffff",
 ];
+
+/// FUNCTION libraries: good ones, a replacement, collisions, and every kind of load error.
+const LIBS: &[&str] = &[
+    "#!lua name=lib1\nredis.register_function('set1', function(keys, args) return redis.call('SET', keys[1], args[1]) end)\n\
+     redis.register_function{function_name='get1', callback=function(keys) return redis.call('GET', keys[1]) end, flags={'no-writes'}, description='reads'}",
+    "#!lua name=lib1\nredis.register_function('incr1', function(keys) return redis.call('INCR', keys[1]) end)",
+    "#!lua name=lib2\nlocal function helper(k) return redis.call('TYPE', k) end\n\
+     redis.register_function('type2', function(keys) return helper(keys[1]) end)\n\
+     redis.register_function{function_name='ro2', callback=function(keys, args) return redis.call('LPUSH', keys[1], args[1]) end, flags={'no-writes', 'allow-oom'}}",
+    "#!lua name=lib3\nredis.register_function('SET1', function() return 1 end)",
+    "#!lua name=lib4\nredis.register_function('err4', function(keys, args) return redis.call('nosuch') end)\n\
+     redis.register_function('boom4', function() error('boom') end)\n\
+     redis.register_function('kargs', function(keys, args) return {#keys, #args, keys[1], args[1]} end)\n\
+     redis.register_function('g4', function() return KEYS end)\n\
+     redis.register_function('half4', function(keys) redis.call('SET', keys[1], 'x'); return redis.call('INCR', keys[1]) end)",
+    "#!lua name=lib7\nredis.register_function{function_name='ctl', callback=function(keys) redis.setresp(3); return redis.call('HGETALL', keys[1]) end}\n\
+     redis.register_function('cjs', function(keys, args) return cjson.encode({keys[1], args[1]}) end)",
+    "return 1",
+    "#!lua name=lib5\nreturn 1",
+    "#!lua name=lib5\nredis.register_function('x', 5)",
+    "#!lua name=lib5\nredis.register_function{function_name='x', callback=function() end, flags={'bogus'}}",
+    "#!lua name=bad-name\nredis.register_function('x', function() end)",
+    "#!lua name=lib6\nx = 1",
+    "#!lua name=lib6\nstring.len('x')",
+    "#!lua name=lib6\nthis is not lua",
+    // Not 'a' and 'A': Redis 7.0.15 accepts that pair, then crashes when a failed
+    // FUNCTION LOAD REPLACE of the library puts it back.
+    "#!lua name=lib6\nredis.register_function('a', function() end)\nredis.register_function('a', function() end)",
+    "#!lua name=lib6 foo=bar\nredis.register_function('a', function() end)",
+    "#!lua name=lib6",
+];
+
+/// Libraries outlive FLUSHALL: each sequence starts from the same four (so that most FCALLs
+/// find their function; DELETE, FLUSH and REPLACE take them away).
+const FUNCTION_FLUSH: &[&[&str]] = &[
+    &["FUNCTION", "FLUSH"],
+    &["FUNCTION", "LOAD", LIBS[0]],
+    &["FUNCTION", "LOAD", LIBS[2]],
+    &["FUNCTION", "LOAD", LIBS[4]],
+    &["FUNCTION", "LOAD", LIBS[5]],
+];
+
+const FUNCTIONS: &[&str] =
+    &["set1", "get1", "GET1", "incr1", "type2", "ro2", "err4", "boom4", "kargs", "g4", "half4", "ctl", "cjs", "nosuch"];
+
+fn functions() -> Vec<Gen> {
+    vec![
+        |p| a!["FUNCTION", "LOAD", p.pick(LIBS)],
+        |p| a!["FUNCTION", "LOAD", p.pick(LIBS)],
+        |p| a!["FUNCTION", "LOAD", "REPLACE", p.pick(LIBS)],
+        |p| a!["FUNCTION", "LOAD", p.pick(&["BOGUS", "REPLACE"]), "x", p.pick(LIBS)],
+        |p| a!["FCALL", p.pick(FUNCTIONS), "1", p.key(), p.val()],
+        |p| a!["FCALL", p.pick(FUNCTIONS), "1", p.key(), p.val()],
+        |p| a!["FCALL", p.pick(FUNCTIONS), "0"],
+        |p| a!["FCALL_RO", p.pick(FUNCTIONS), "1", p.key(), p.val()],
+        |p| a!["FCALL", p.pick(FUNCTIONS), p.pick(&["-1", "3", "x"]), p.key()],
+        |p| a!["FUNCTION", "DELETE", p.pick(&["lib1", "lib2", "lib3", "lib4", "lib7", "LIB1", "nosuch"])],
+        |p| a!["FUNCTION", "FLUSH", p.pick(&["SYNC", "ASYNC", "BOGUS"])],
+        |_| a!["FUNCTION", "LIST"],
+        |_| a!["FUNCTION", "LIST", "WITHCODE"],
+        |p| a!["FUNCTION", "LIST", "LIBRARYNAME", p.pick(&["lib1", "lib*", "*2", "nosuch"])],
+        |p| a!["FUNCTION", "LIST", p.pick(&["LIBRARYNAME", "BOGUS", "WITHCODE"])],
+        |_| a!["FUNCTION", "STATS"],
+        |_| a!["FUNCTION", "KILL"],
+        |p| a!["FUNCTION", p.pick(&["NOPE", "DUMP x", "RESTORE"])],
+        |p| a!["EVAL_RO", p.pick(&SCRIPTS[SCRIPTS.len() - 8..]), "1", p.key(), p.val()],
+        |p| a!["SET", p.key(), p.val()],
+        |p| a!["HSET", p.key(), "f", p.val()],
+        |p| a!["RPUSH", p.key(), p.val()],
+    ]
+}
 
 /// Unknown commands and subcommands (the rest of the error family mutates other families).
 fn oddities() -> Vec<Gen> {
@@ -1610,6 +1690,7 @@ family_tests! {
     sort => Family { name: "sort", gens: sort, mutate: false, prelude: &[] };
     tx => Family { name: "tx", gens: tx, mutate: false, prelude: &[] };
     scripting => Family { name: "scripting", gens: scripting, mutate: false, prelude: &[] };
+    functions => Family { name: "functions", gens: functions, mutate: false, prelude: FUNCTION_FLUSH };
     errors => Family { name: "errors", gens: errors_gens, mutate: true, prelude: TYPED_KEYS };
     mixed => Family { name: "mixed", gens: mixed_gens, mutate: false, prelude: &[] };
 }
@@ -1633,6 +1714,7 @@ fn generators_are_deterministic_on_redis_itself() {
             Family { name: "sort", gens: sort, mutate: false, prelude: &[] },
             Family { name: "tx", gens: tx, mutate: false, prelude: &[] },
             Family { name: "scripting", gens: scripting, mutate: false, prelude: &[] },
+            Family { name: "functions", gens: functions, mutate: false, prelude: FUNCTION_FLUSH },
             Family { name: "errors", gens: errors_gens, mutate: true, prelude: TYPED_KEYS },
             Family { name: "mixed", gens: mixed_gens, mutate: false, prelude: &[] },
         ] {

@@ -269,7 +269,7 @@ pub fn key_positions(spec: &Spec, argv: &[Bytes]) -> Vec<usize> {
             v
         }
         "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" | "lmpop" | "zmpop" | "eval" | "evalsha"
-        | "fcall" => numkeys_at(1),
+        | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => numkeys_at(1),
         "blmpop" | "bzmpop" => numkeys_at(2),
         _ => spec.key_positions(argv.len()),
     }

@@ -13,6 +13,7 @@ pub mod args;
 pub mod bits;
 pub mod connection;
 pub mod docs;
+pub mod functions;
 pub mod hashes;
 pub mod introspect;
 pub mod keys;
@@ -320,7 +321,7 @@ pub fn container_only(_: &mut Ctx, _: &[Bytes]) -> CmdResult {
 }
 
 /// Every family's command list.
-pub fn families() -> [&'static [Spec]; 18] {
+pub fn families() -> [&'static [Spec]; 19] {
     [
         connection::COMMANDS,
         strings::COMMANDS,
@@ -339,6 +340,7 @@ pub fn families() -> [&'static [Spec]; 18] {
         introspect::COMMANDS,
         raft::COMMANDS,
         scripting::COMMANDS,
+        functions::COMMANDS,
         docs::COMMANDS,
     ]
 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use super::args::{self, is};
 use super::flags::*;
 use super::{err, CmdError, CmdResult, Ctx, Spec};
-use crate::script::{self, Run};
+use crate::script::{self, Run, Target};
 
 pub static COMMANDS: &[Spec] = &[
     Spec::new(
@@ -92,17 +92,35 @@ fn eval_generic(ctx: &mut Ctx, argv: &[Bytes], by_sha: bool, read_only: bool) ->
         }
         sha
     };
-    let time_limit_ms = srv.config.read().lua_time_limit;
-    let run = Run { sha: &sha, keys: &argv[3..split], args: &argv[split..], read_only, time_limit_ms };
+    // A script with a shebang declares what it does (Redis 7): its flags decide, not the
+    // command's name alone.
+    let read_only = match engine.script_flags(&sha) {
+        Some(flags) => super::functions::check_flags(ctx, flags, read_only)?,
+        None => read_only,
+    };
+    let run = Run {
+        target: Target::Script(&sha),
+        command: argv,
+        keys: &argv[3..split],
+        args: &argv[split..],
+        read_only,
+        time_limit_ms: srv.config.read().lua_time_limit,
+    };
+    run_script(ctx, &mut engine, &run)
+}
+
+/// Runs a script or function (the engine's lock held by the caller).
+pub fn run_script(ctx: &mut Ctx, engine: &mut script::Engine, run: &Run) -> CmdResult {
+    let dog = &ctx.srv.script_dog;
     // On a multi-threaded runtime the script runs with this worker's other duties (its
     // queued tasks, polling sockets) handed to another thread: a long script must not stall
     // unrelated connections, BUSY replies or the cluster's heartbeats.
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     if multi_thread {
-        tokio::task::block_in_place(|| engine.run(ctx, &run, &srv.script_dog))
+        tokio::task::block_in_place(|| engine.run(ctx, run, dog))
     } else {
-        engine.run(ctx, &run, &srv.script_dog)
+        engine.run(ctx, run, dog)
     }
 }
 

@@ -53,14 +53,6 @@ pub const COMMANDS: &[Spec] = &[
         shutdown,
     ),
     Spec::new("debug", -2, ADMIN | NOSCRIPT | LOADING | STALE, (0, 0, 0), "server", debug),
-    Spec::new("function", -2, 0, (0, 0, 0), "scripting", function).with_subcommands(&[Spec::new(
-        "function|flush",
-        -2,
-        WRITE | NOSCRIPT,
-        (0, 0, 0),
-        "scripting",
-        super::container_only,
-    )]),
 ];
 
 const DEFAULT_SECTIONS: &[&str] = &[
@@ -594,23 +586,5 @@ fn debug(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
             args::s(sub)
         )));
     }
-    Ok(())
-}
-
-/// FUNCTION: only FLUSH until scripting exists (clients call it in test setups).
-fn function(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
-    flush_only(ctx, argv, "function")
-}
-
-fn flush_only(ctx: &mut Ctx, argv: &[Bytes], name: &str) -> CmdResult {
-    if !is(&argv[1], "flush") {
-        return Err(err::unknown_subcommand(name, &argv[1]));
-    }
-    match argv.len() {
-        2 => {}
-        3 if is(&argv[2], "async") || is(&argv[2], "sync") => {}
-        _ => return Err(err::SYNTAX),
-    }
-    ctx.out.ok();
     Ok(())
 }

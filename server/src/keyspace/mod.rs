@@ -11,6 +11,9 @@
 //! * `dirty_watchers`: clients whose WATCHed keys changed;
 //! * `effects`: when enabled, the deterministic operations each write produced (the stream
 //!   a replica applies; see [`Op`]).
+//!
+//! Besides keys it holds the one other piece of replicated data Redis has: the FUNCTION
+//! libraries, as source text ([`Libraries`]); the scripting engine compiles them.
 
 pub mod blob;
 pub mod serial;
@@ -209,6 +212,62 @@ pub struct Op {
     pub argv: Vec<Bytes>,
 }
 
+/// The FUNCTION libraries as source text, by library name (case-sensitive, as Redis's).
+///
+/// This is the replicated truth; the scripting engine compiles from it. Every change takes
+/// a new generation from a process-wide counter, so the engine notices any replacement,
+/// including a whole keyspace swapped in from a snapshot.
+#[derive(Debug)]
+pub struct Libraries {
+    code: std::collections::BTreeMap<String, Bytes>,
+    generation: u64,
+}
+
+static LIBRARY_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl Default for Libraries {
+    fn default() -> Libraries {
+        Libraries { code: Default::default(), generation: Libraries::next_generation() }
+    }
+}
+
+impl Libraries {
+    fn next_generation() -> u64 {
+        LIBRARY_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Bytes> {
+        self.code.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Bytes)> {
+        self.code.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.code.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.code.is_empty()
+    }
+
+    /// Replaces the whole set (FUNCTION LOAD, DELETE, FLUSH and RESTORE compute the new set
+    /// first, so a failed command changes nothing).
+    pub fn replace_all(&mut self, code: std::collections::BTreeMap<String, Bytes>) {
+        self.code = code;
+        self.generation = Libraries::next_generation();
+    }
+
+    pub fn to_map(&self) -> std::collections::BTreeMap<String, Bytes> {
+        self.code.clone()
+    }
+}
+
 /// Eviction policies (`maxmemory-policy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EvictionPolicy {
@@ -312,6 +371,8 @@ pub struct Keyspace {
     pub lfu_decay_time: u32,
     /// Deterministic operations produced by writes, when someone consumes them.
     pub effects: Option<Vec<Op>>,
+    /// FUNCTION libraries (replicated and snapshotted with the keys).
+    pub libraries: Libraries,
     /// A replica never deletes on its own: expired keys are hidden from reads, and only the
     /// leader's DEL (through the log) removes them. No active expiry, no eviction.
     pub replica: bool,
@@ -335,6 +396,7 @@ impl Keyspace {
             lfu_log_factor: 10,
             lfu_decay_time: 1,
             effects: None,
+            libraries: Libraries::default(),
             replica: false,
             rng: SmallRng::from_entropy(),
         }

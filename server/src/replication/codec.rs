@@ -13,9 +13,10 @@ use super::session::{Last, Sessions};
 use crate::keyspace::{serial, Blob, Keyspace, Op};
 
 const BATCH_VERSION: u8 = 1;
-/// Version 2 added the forwarding session table after the header; version 1 files (no
-/// sessions) still load.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"RDBTSNP2";
+/// Version 2 added the forwarding session table after the header, version 3 the FUNCTION
+/// libraries after it; older files still load.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"RDBTSNP3";
+const SNAPSHOT_MAGIC_V2: &[u8; 8] = b"RDBTSNP2";
 const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"RDBTSNP1";
 
 /// Which leadership stint produced a batch, and the sequence number of its first operation.
@@ -173,6 +174,11 @@ pub fn write_snapshot(ks: &Keyspace, header: &SnapshotHeader, out: &mut Vec<u8>)
         out.extend_from_slice(&last.at_ms.to_le_bytes());
         serial::put_bytes(out, &last.reply);
     }
+    serial::put_len(out, ks.libraries.len() as u64);
+    for (name, code) in ks.libraries.iter() {
+        serial::put_bytes(out, name.as_bytes());
+        serial::put_bytes(out, code);
+    }
     serial::put_len(out, ks.dbs.len() as u64);
     for (db, d) in ks.dbs.iter().enumerate() {
         for (_, e) in d.table.iter() {
@@ -207,10 +213,15 @@ fn patch_len5(dst: &mut [u8], mut n: u64) {
 pub fn read_snapshot(ks: &mut Keyspace, r: &mut dyn Read) -> io::Result<SnapshotHeader> {
     let mut data = Vec::new();
     r.read_to_end(&mut data)?;
-    if data.len() < SNAPSHOT_MAGIC.len() + 8 || (&data[..8] != SNAPSHOT_MAGIC && &data[..8] != SNAPSHOT_MAGIC_V1) {
+    let version = match data.get(..8) {
+        Some(m) if m == SNAPSHOT_MAGIC => 3,
+        Some(m) if m == SNAPSHOT_MAGIC_V2 => 2,
+        Some(m) if m == SNAPSHOT_MAGIC_V1 => 1,
+        _ => 0,
+    };
+    if version == 0 || data.len() < SNAPSHOT_MAGIC.len() + 8 {
         return Err(bad("not a redoubt snapshot"));
     }
-    let with_sessions = &data[..8] == SNAPSHOT_MAGIC;
     let body_len = data.len() - 8;
     if serial::checksum(&data[..body_len]).to_le_bytes() != data[body_len..] {
         return Err(bad("snapshot checksum mismatch"));
@@ -219,7 +230,7 @@ pub fn read_snapshot(ks: &mut Keyspace, r: &mut dyn Read) -> io::Result<Snapshot
     let mut c = Cursor { b: &body, pos: 0 };
     let mut header =
         SnapshotHeader { epoch: c.u64()?, seq: c.u64()?, raft_state: c.bytes_vec()?, sessions: Sessions::default() };
-    if with_sessions {
+    if version >= 2 {
         for _ in 0..c.count(33)? {
             let id = (c.u64()?, c.u64()?);
             let (seq, at_ms) = (c.u64()?, c.u64()? as i64);
@@ -227,6 +238,15 @@ pub fn read_snapshot(ks: &mut Keyspace, r: &mut dyn Read) -> io::Result<Snapshot
             let reply = c.slice(n)?;
             header.sessions.insert(id, Last { seq, reply, at_ms });
         }
+    }
+    if version >= 3 {
+        let mut libraries = std::collections::BTreeMap::new();
+        for _ in 0..c.count(2)? {
+            let name = String::from_utf8(c.bytes_vec()?).map_err(|_| bad("bad library name in snapshot"))?;
+            let n = c.len()? as usize;
+            libraries.insert(name, c.slice(n)?);
+        }
+        ks.libraries.replace_all(libraries);
     }
     let dbs = c.len()? as usize;
     if dbs > ks.dbs.len() {
@@ -300,11 +320,16 @@ mod tests {
         let mut sessions = Sessions::default();
         sessions.record((1, 2), 3, Bytes::from_static(b"+OK\r\n"), 500);
         let header = SnapshotHeader { epoch: 3, seq: 9, raft_state: b"meta".to_vec(), sessions };
+        let mut libs = std::collections::BTreeMap::new();
+        libs.insert("mylib".to_string(), Bytes::from_static(b"#!lua name=mylib\nreturn"));
+        ks.libraries.replace_all(libs.clone());
         let mut out = Vec::new();
         write_snapshot(&ks, &header, &mut out);
         let mut back = Keyspace::new(16);
         let h = read_snapshot(&mut back, &mut &out[..]).unwrap();
         assert_eq!(h, header);
+        assert_eq!(back.libraries.to_map(), libs);
+        ks.libraries.replace_all(Default::default());
         assert_eq!(back.dbs[0].table.len() + back.dbs[5].table.len(), 2);
         back.now_ms = 1000;
         assert_eq!(back.expire_at(5, b"b"), Some(99_999));
@@ -312,15 +337,25 @@ mod tests {
         bad[20] ^= 1;
         assert!(read_snapshot(&mut Keyspace::new(16), &mut &bad[..]).is_err());
 
-        // A version 1 file (written before sessions existed) still loads.
-        let mut v1 = Vec::new();
-        write_snapshot(&ks, &SnapshotHeader { sessions: Sessions::default(), ..header.clone() }, &mut v1);
-        v1[..8].copy_from_slice(SNAPSHOT_MAGIC_V1);
+        // A version 1 file (written before sessions existed) and a version 2 file (before
+        // libraries) still load.
+        let mut plain = Vec::new();
+        write_snapshot(&ks, &SnapshotHeader { sessions: Sessions::default(), ..header.clone() }, &mut plain);
         let count_at = 8 + 16 + 1 + header.raft_state.len();
-        assert_eq!(v1.remove(count_at), 0, "the empty session count");
-        v1.truncate(v1.len() - 8);
-        let crc = serial::checksum(&v1);
-        v1.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(plain[count_at..count_at + 2], [0, 0], "the empty session and library counts");
+        let reseal = |mut f: Vec<u8>, magic: &[u8; 8], drop: usize| {
+            f[..8].copy_from_slice(magic);
+            f.drain(count_at + 2 - drop..count_at + 2);
+            f.truncate(f.len() - 8);
+            let crc = serial::checksum(&f);
+            f.extend_from_slice(&crc.to_le_bytes());
+            f
+        };
+        let v2 = reseal(plain.clone(), SNAPSHOT_MAGIC_V2, 1);
+        let mut back = Keyspace::new(16);
+        let h = read_snapshot(&mut back, &mut &v2[..]).unwrap();
+        assert_eq!((h.epoch, h.seq, h.sessions.len(), back.libraries.len()), (3, 9, 0, 0));
+        let v1 = reseal(plain, SNAPSHOT_MAGIC_V1, 2);
         let h = read_snapshot(&mut Keyspace::new(16), &mut &v1[..]).unwrap();
         assert_eq!((h.epoch, h.seq, h.sessions.len()), (3, 9, 0));
     }

@@ -84,6 +84,7 @@ impl redoubt_raft::StateMachine for ServerSm {
             st.ks.flush_db(db);
         }
         std::mem::swap(&mut st.ks.dbs, &mut fresh.dbs);
+        std::mem::swap(&mut st.ks.libraries, &mut fresh.libraries);
         st.repl.applied = Ticket { epoch: header.epoch, seq: header.seq };
         st.repl.raft_state = header.raft_state.clone();
         st.repl.sessions = header.sessions;
@@ -198,6 +199,7 @@ pub fn rebuild(
         st.ks.flush_db(db);
     }
     std::mem::swap(&mut st.ks.dbs, &mut fresh.dbs);
+    std::mem::swap(&mut st.ks.libraries, &mut fresh.libraries);
     let raft_state = std::mem::replace(&mut st.repl.raft_state, header.raft_state);
     st.repl.applied = Ticket { epoch: header.epoch, seq: header.seq };
     st.repl.sessions = header.sessions;

@@ -11,7 +11,9 @@
 //! scripts (a write, or a read of an unknown global, is an error), and the libraries are
 //! Redis's set (`string`, `table`, `math`, `bit`, `cjson`; no `os`, `io`, `require`).
 
+pub mod functions;
 pub mod libs;
+pub mod payload;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -36,12 +38,40 @@ pub struct Watchdog {
     /// Whether the running script wrote (then it cannot be killed): 0 no script, 1 read
     /// only so far, 2 wrote.
     pub state: AtomicU8,
+    /// The running script is a function (FCALL): FUNCTION KILL stops it, not SCRIPT KILL.
+    pub function: AtomicBool,
+    /// The running function and its command, for FUNCTION STATS while it runs.
+    pub running: parking_lot::Mutex<Option<RunningFunction>>,
+    /// Library and function counts, for FUNCTION STATS while a function runs.
+    pub counts: parking_lot::Mutex<(usize, usize)>,
+}
+
+/// FUNCTION STATS's `running_script`.
+#[derive(Debug, Clone)]
+pub struct RunningFunction {
+    pub name: String,
+    pub command: Vec<Bytes>,
+    pub started: Instant,
+}
+
+impl Watchdog {
+    /// The `-BUSY` text for the script running now.
+    pub fn busy_error(&self) -> &'static str {
+        if self.function.load(Ordering::Acquire) {
+            "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE."
+        } else {
+            "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+        }
+    }
 }
 
 /// A compiled script and its source.
 struct Script {
     body: Bytes,
     func: Function,
+    /// Flags from a `#!lua flags=...` first line; None for a script without one (Redis's
+    /// legacy rules: it may write, and EVAL_RO makes it read-only).
+    flags: Option<u8>,
 }
 
 /// The interpreter and the script cache (`SCRIPT LOAD`, EVAL's implicit load).
@@ -52,6 +82,10 @@ pub struct Engine {
     globals: Table,
     env: Table,
     runner: Function,
+    /// FUNCTION libraries' globals, and the Lua side of FUNCTION LOAD (see SANDBOX).
+    lib_env: Table,
+    load_library: Function,
+    functions: functions::FunctionSet,
 }
 
 /// Points `redis.call` at the running script's state (see `Engine::run`).
@@ -60,9 +94,18 @@ struct CallPtr(*const RefCell<CallState<'static, 'static>>);
 // SAFETY: only dereferenced on the thread running the script, while `run` is on the stack.
 unsafe impl Send for CallPtr {}
 
+/// What runs: a cached EVAL script or a FUNCTION.
+#[derive(Clone, Copy)]
+pub enum Target<'a> {
+    Script(&'a [u8; 40]),
+    Function(&'a [u8]),
+}
+
 /// Options of one script run.
 pub struct Run<'a> {
-    pub sha: &'a [u8; 40],
+    pub target: Target<'a>,
+    /// The client's command (FUNCTION STATS shows it).
+    pub command: &'a [Bytes],
     pub keys: &'a [Bytes],
     pub args: &'a [Bytes],
     /// EVAL_RO / EVALSHA_RO: writes are refused.
@@ -71,7 +114,7 @@ pub struct Run<'a> {
     pub time_limit_ms: u64,
 }
 
-const SANDBOX: &str = r#"
+const SANDBOX: &str = r##"
 local real, readonly_error = ...
 local function protect(t, name)
   return setmetatable({}, {
@@ -99,11 +142,10 @@ local call_impl = rawget(real, "__call_impl")
 rawset(real, "__call_impl", nil)
 local redis = rawget(real, "redis_impl")
 rawset(real, "redis_impl", nil)
-rawset(redis, "call", function(...)
-  local r, failed = call_impl(true, ...)
-  if failed then error(r, 0) end
-  return r
-end)
+-- redis.call is a C function (see `call_trampoline`): a script's `return redis.call(...)`
+-- then keeps its frame, and the error carries the script's line, as in Redis.
+rawset(redis, "call", rawget(real, "__call_raw"))
+rawset(real, "__call_raw", nil)
 rawset(redis, "pcall", function(...)
   return (call_impl(false, ...))
 end)
@@ -119,15 +161,140 @@ rawset(real, "rawset", function(t, k, v)
   if getmetatable(t) == false then error("Attempt to modify a readonly table", 2) end
   return raw_rawset(t, k, v)
 end)
--- Runs a script: (true, result) or (false, error table or message).
-local function runner(f)
-  local ok, r = pcall(f)
+-- Runs a script (with the arguments a function gets): (true, result) or (false, error
+-- table or message).
+local function runner(f, ...)
+  local ok, r = pcall(f, ...)
   if ok then return true, r end
   if type(r) == "table" and type(rawget(r, "err")) == "string" then return false, r end
   return false, tostring(r)
 end
-return env, runner
-"#;
+
+-- FUNCTION libraries. Their code runs with `lib_env` as its globals, and so do the
+-- functions it defines (closures keep their chunk's environment). While a library loads,
+-- that environment offers only the load API (`redis.register_function`, `redis.log`, the
+-- version), as Redis 7 does; afterwards, what EVAL scripts see, minus KEYS and ARGV and the
+-- EVAL-only parts of `redis`.
+local pairs, type, tostring, error, pcall, select = pairs, type, tostring, error, pcall, select
+local find = string.find
+local function strict(t)
+  return setmetatable({}, {
+    __index = function(_, k)
+      local v = t[k]
+      if v == nil then
+        error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+      end
+      return v
+    end,
+    __newindex = function() error("Attempt to modify a readonly table", 2) end,
+    __metatable = false,
+  })
+end
+local fredis = {}
+for k, v in pairs(redis) do fredis[k] = v end
+fredis.replicate_commands, fredis.breakpoint, fredis.debug = nil, nil, nil
+fredis = protect(fredis)
+
+local registering, seen
+local flag_bits = { ["no-writes"] = 1, ["allow-oom"] = 2, ["allow-stale"] = 4, ["no-cluster"] = 8,
+  ["allow-cross-slot-keys"] = 16 }
+local function fail(text) error({ err = text }, 0) end
+local function is_str(v) local t = type(v); return t == "string" or t == "number" end
+local function register_function(...)
+  if not registering then fail("ERR redis.register_function can only be called on FUNCTION LOAD command") end
+  local n = select("#", ...)
+  local name, callback, flags, description
+  if n == 1 then
+    local t = ...
+    if type(t) ~= "table" then
+      fail("ERR calling redis.register_function with a single argument is only applicable to Lua table (representing named arguments).")
+    end
+    for k, v in pairs(t) do
+      if not is_str(k) then fail("ERR named argument key given to redis.register_function is not a string") end
+      if k == "function_name" then
+        if not is_str(v) then fail("ERR function_name argument given to redis.register_function must be a string") end
+        name = tostring(v)
+      elseif k == "description" then
+        if not is_str(v) then fail("ERR description argument given to redis.register_function must be a string") end
+        description = tostring(v)
+      elseif k == "callback" then
+        if type(v) ~= "function" then fail("ERR callback argument given to redis.register_function must be a function") end
+        callback = v
+      elseif k == "flags" then
+        if type(v) ~= "table" then
+          fail("ERR flags argument to redis.register_function must be a table representing function flags")
+        end
+        flags = v
+      else
+        fail("ERR unknown argument given to redis.register_function")
+      end
+    end
+    if not name then fail("ERR redis.register_function must get a function name argument") end
+    if not callback then fail("ERR redis.register_function must get a callback argument") end
+  elseif n == 2 then
+    name, callback = ...
+    if not is_str(name) then fail("ERR first argument to redis.register_function must be a string") end
+    if type(callback) ~= "function" then fail("ERR second argument to redis.register_function must be a function") end
+    name = tostring(name)
+  else
+    fail("ERR wrong number of arguments to redis.register_function")
+  end
+  local bits, set = 0, {}
+  for _, f in pairs(flags or {}) do
+    local b = type(f) == "string" and flag_bits[f]
+    if not b then fail("ERR unknown flag given") end
+    if not set[b] then set[b] = true; bits = bits + b end
+  end
+  -- Redis 7.0 words a bad function name as a bad library name; so do we.
+  if not find(name, "^[%w_]+$") then
+    fail("ERR Library names can only contain letters, numbers, or underscores(_) and must be at least one character long")
+  end
+  -- Case matters within a library (FCALL's lookup ignores it: see functions.rs).
+  if seen[name] then fail("ERR Function already exists in the library") end
+  seen[name] = true
+  registering[#registering + 1] = { name = name, callback = callback, flags = bits, description = description }
+end
+local load_redis = { register_function = register_function, log = redis.log,
+  REDIS_VERSION = redis.REDIS_VERSION, REDIS_VERSION_NUM = redis.REDIS_VERSION_NUM }
+for _, k in pairs({ "LOG_DEBUG", "LOG_VERBOSE", "LOG_NOTICE", "LOG_WARNING" }) do load_redis[k] = redis[k] end
+local load_api = { redis = strict(load_redis) }
+
+local loading = false
+local lib_env
+lib_env = setmetatable({}, {
+  __index = function(_, k)
+    local v
+    if loading then
+      v = load_api[k]
+    elseif k == "_G" then
+      return lib_env
+    elseif k == "redis" then
+      return fredis
+    elseif k == "loadstring" then
+      return nil
+    elseif k ~= "KEYS" and k ~= "ARGV" then
+      v = rawget(real, k)
+    end
+    if v == nil then
+      error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+    end
+    return v
+  end,
+  __newindex = function() error("Attempt to modify a readonly table", 2) end,
+  __metatable = false,
+})
+-- Runs a library's code: (true, its registrations) or (false, Redis's error text).
+local function load_library(chunk)
+  registering, seen, loading = {}, {}, true
+  local ok, r = pcall(chunk)
+  local regs = registering
+  registering, seen, loading = nil, nil, false
+  if ok then return true, regs end
+  if type(r) == "table" and type(rawget(r, "err")) == "string" then return false, r.err end
+  return false, "ERR " .. tostring(r)
+end
+return env, runner, lib_env, load_library
+"##;
 
 impl Engine {
     pub fn new() -> mlua::Result<Engine> {
@@ -154,7 +321,10 @@ impl Engine {
             let state = unsafe { &*ptr };
             redis_call(lua, state, args, raise)
         })?;
+        lua.set_named_registry_value(CALL_IMPL_KEY, call_impl.clone())?;
         globals.raw_set("__call_impl", call_impl)?;
+        // SAFETY: `call_trampoline` follows the Lua C API contract (see there).
+        globals.raw_set("__call_raw", unsafe { lua.create_c_function(call_trampoline)? })?;
         redis.raw_set(
             "setresp_impl",
             lua.create_function(|lua, v: Lv| {
@@ -173,9 +343,18 @@ impl Engine {
                 Ok((Lv::Nil, false))
             })?,
         )?;
-        let (env, runner): (Table, Function) =
+        let (env, runner, lib_env, load_library): (Table, Function, Table, Function) =
             lua.load(SANDBOX).set_name("=sandbox").call((globals.clone(), Lv::Nil))?;
-        Ok(Engine { lua, scripts: HashMap::new(), globals, env, runner })
+        Ok(Engine {
+            lua,
+            scripts: HashMap::new(),
+            globals,
+            env,
+            runner,
+            lib_env,
+            load_library,
+            functions: Default::default(),
+        })
     }
 
     /// Compiles and caches `body`; returns its SHA1 (lowercase hex) or the compile error
@@ -185,16 +364,20 @@ impl Engine {
         if self.scripts.contains_key(&sha) {
             return Ok(sha);
         }
-        let func =
-            self.lua.load(body).set_name("@user_script").set_environment(self.env.clone()).into_function().map_err(
-                |e| match e {
-                    mlua::Error::SyntaxError { message, .. } => {
-                        format!("ERR Error compiling script (new function): {message}")
-                    }
-                    other => format!("ERR Error compiling script (new function): {other}"),
-                },
-            )?;
-        self.scripts.insert(sha, Script { body: Bytes::copy_from_slice(body), func });
+        let flags = functions::eval_shebang(body)?;
+        let func = self
+            .lua
+            .load(functions::without_shebang(body))
+            .set_name("@user_script")
+            .set_environment(self.env.clone())
+            .into_function()
+            .map_err(|e| match e {
+                mlua::Error::SyntaxError { message, .. } => {
+                    format!("ERR Error compiling script (new function): {message}")
+                }
+                other => format!("ERR Error compiling script (new function): {other}"),
+            })?;
+        self.scripts.insert(sha, Script { body: Bytes::copy_from_slice(body), func, flags });
         Ok(sha)
     }
 
@@ -205,6 +388,11 @@ impl Engine {
     /// The source of a cached script (a follower forwards EVALSHA as EVAL with it).
     pub fn body(&self, sha: &[u8]) -> Option<Bytes> {
         self.scripts.get(&to_sha(sha)?).map(|s| s.body.clone())
+    }
+
+    /// A cached script's shebang flags (None: no shebang, or not cached).
+    pub fn script_flags(&self, sha: &[u8; 40]) -> Option<u8> {
+        self.scripts.get(sha).and_then(|s| s.flags)
     }
 
     pub fn flush(&mut self) {
@@ -220,11 +408,17 @@ impl Engine {
         self.scripts.is_empty()
     }
 
-    /// Runs a cached script against `ctx` and writes its reply into `ctx.out`.
+    /// Runs a cached script or a function against `ctx` and writes its reply into `ctx.out`.
     pub fn run(&mut self, ctx: &mut Ctx, run: &Run, dog: &std::sync::Arc<Watchdog>) -> Result<(), CmdError> {
-        let func = match self.scripts.get(run.sha) {
-            Some(s) => s.func.clone(),
-            None => return Err(CmdError::Static("NOSCRIPT No matching script. Please use EVAL.")),
+        let (func, label, is_function) = match run.target {
+            Target::Script(sha) => match self.scripts.get(sha) {
+                Some(s) => (s.func.clone(), String::from_utf8_lossy(sha).into_owned(), false),
+                None => return Err(CmdError::Static("NOSCRIPT No matching script. Please use EVAL.")),
+            },
+            Target::Function(name) => match self.functions.get(name) {
+                Some(f) => (f.callback.clone(), f.name.clone(), true),
+                None => return Err(CmdError::Static("ERR Function not found")),
+            },
         };
         let lua = &self.lua;
         let keys = lua
@@ -237,13 +431,25 @@ impl Engine {
                 run.args.iter().map(|k| lua.create_string(k)).collect::<Result<Vec<_>, _>>().map_err(lua_err)?,
             )
             .map_err(lua_err)?;
-        self.globals.raw_set("KEYS", keys).map_err(lua_err)?;
-        self.globals.raw_set("ARGV", argv).map_err(lua_err)?;
+        // A script reads KEYS and ARGV as globals; a function gets them as arguments.
+        let call_args = if is_function {
+            (Lv::Table(keys), Lv::Table(argv))
+        } else {
+            self.globals.raw_set("KEYS", keys).map_err(lua_err)?;
+            self.globals.raw_set("ARGV", argv).map_err(lua_err)?;
+            (Lv::Nil, Lv::Nil)
+        };
 
         // The watchdog: every 100k instructions, note when the script passed the time limit
         // (others now get -BUSY) and stop it if SCRIPT KILL asked and it has not written.
         let started = Instant::now();
         dog.kill.store(false, Ordering::Relaxed);
+        dog.function.store(is_function, Ordering::Release);
+        if is_function {
+            *dog.running.lock() = Some(RunningFunction { name: label.clone(), command: run.command.to_vec(), started });
+            let fs = &self.functions;
+            *dog.counts.lock() = (fs.libraries.len(), fs.function_count());
+        }
         dog.state.store(1, Ordering::Release);
         let limit = run.time_limit_ms;
         let dog_ptr = dog.clone();
@@ -265,7 +471,8 @@ impl Engine {
         // is removed below, before `state` goes out of scope.
         let erased = &state as *const RefCell<CallState> as *const RefCell<CallState<'static, 'static>>;
         lua.set_app_data(CallPtr(erased));
-        let result: mlua::Result<(bool, Lv)> = self.runner.call(func);
+        let result: mlua::Result<(bool, Lv)> =
+            if is_function { self.runner.call((func, call_args.0, call_args.1)) } else { self.runner.call(func) };
         lua.remove_app_data::<CallPtr>();
         lua.remove_hook();
         let st = state.into_inner();
@@ -273,10 +480,14 @@ impl Engine {
         let killed = dog.kill.swap(false, Ordering::AcqRel);
         dog.state.store(0, Ordering::Release);
         dog.busy.store(false, Ordering::Release);
+        if is_function {
+            *dog.running.lock() = None;
+        }
         // Scripts create garbage per call; a step keeps the heap from growing between full
         // cycles without a full collection's pause.
         let _ = lua.gc_step();
-        let sha = std::str::from_utf8(run.sha).unwrap_or("");
+        let sha = label.as_str();
+        let chunk = if is_function { "user_function" } else { "user_script" };
         match result {
             Ok((true, ret)) => {
                 write_reply(st.ctx.out, &ret, st.resp3, 0);
@@ -287,8 +498,8 @@ impl Engine {
                 // An error table raised by redis.call: the command's text and its line.
                 let text: String = t.raw_get("err").unwrap_or_default();
                 let line = match t.raw_get::<Lv>("line") {
-                    Ok(Lv::Number(l)) => format!(", on @user_script:{}.", l as i64),
-                    Ok(Lv::Integer(l)) => format!(", on @user_script:{l}."),
+                    Ok(Lv::Number(l)) => format!(", on @{chunk}:{}.", l as i64),
+                    Ok(Lv::Integer(l)) => format!(", on @{chunk}:{l}."),
                     _ => String::new(),
                 };
                 Err(CmdError::Owned(format!("{text} script: {sha}{line}")))
@@ -298,11 +509,40 @@ impl Engine {
                     Lv::String(s) => s.to_string_lossy(),
                     _ => "unknown error".to_string(),
                 };
-                Err(CmdError::Owned(runtime_error(&msg, sha)))
+                Err(CmdError::Owned(runtime_error(&msg, sha, chunk)))
             }
-            Err(e) => Err(CmdError::Owned(runtime_error(&e.to_string(), sha))),
+            Err(e) => Err(CmdError::Owned(runtime_error(&e.to_string(), sha, chunk))),
         }
     }
+}
+
+/// Where `call_trampoline` finds the Rust side of `redis.call` (a registry field).
+const CALL_IMPL_KEY: &str = "redoubt.call_impl";
+
+/// `redis.call` as a C function: calls the Rust `__call_impl(true, ...)` and raises the
+/// error table it returns for a failed command. It must be a C function, not a Lua
+/// wrapper: Lua 5.1 turns `return f(...)` into a tail call that discards the script's frame
+/// when `f` is a Lua function, but keeps it for a C function, and Redis reports the line of
+/// that frame.
+///
+/// SAFETY (contract): called by Lua with its arguments on the stack; holds nothing with a
+/// destructor, so the `lua_error` longjmp (or an error raised inside `lua_call`) skipping
+/// this frame is sound.
+unsafe extern "C-unwind" fn call_trampoline(state: *mut mlua::ffi::lua_State) -> std::os::raw::c_int {
+    use mlua::ffi;
+    let n = ffi::lua_gettop(state);
+    ffi::luaL_checkstack(state, 3, std::ptr::null());
+    ffi::lua_getfield(state, ffi::LUA_REGISTRYINDEX, c"redoubt.call_impl".as_ptr());
+    ffi::lua_insert(state, 1);
+    ffi::lua_pushboolean(state, 1);
+    ffi::lua_insert(state, 2);
+    ffi::lua_call(state, n + 1, 2);
+    if ffi::lua_toboolean(state, -1) != 0 {
+        ffi::lua_pop(state, 1);
+        ffi::lua_error(state);
+    }
+    ffi::lua_pop(state, 1);
+    1
 }
 
 /// What a running script's `redis.call` needs.
@@ -382,12 +622,12 @@ fn call_error(lua: &Lua, text: String, raise: bool) -> mlua::Result<(Lv, bool)> 
     let t = lua.create_table()?;
     t.raw_set("err", text)?;
     if raise {
-        // `return redis.call(...)` is a tail call, which leaves no frame of the script
-        // behind: then the nearest frame with a line, or the first line, as Redis reports.
+        // Level 0 is `__call_impl`, 1 `redis.call` (`call_trampoline`), 2 the script; a
+        // frame further up when the script called through a helper of its own.
         let line = (2..8)
             .find_map(|level| {
                 lua.inspect_stack(level, |d| {
-                    let user = d.source().source.is_some_and(|s| s == "@user_script");
+                    let user = d.source().source.is_some_and(|s| s == "@user_script" || s == "@user_function");
                     d.current_line().filter(|_| user)
                 })
                 .flatten()
@@ -566,13 +806,14 @@ fn write_reply(out: &mut ReplyBuf, v: &Lv, resp3: bool, depth: usize) {
 
 /// The error reply for a script that raised a Lua error: Redis 7's `ERR <message> script:
 /// <sha>, on @user_script:<line>.` (the line taken from the message's own position).
-fn runtime_error(msg: &str, sha: &str) -> String {
+fn runtime_error(msg: &str, sha: &str, chunk: &str) -> String {
     let msg = msg.split("\nstack traceback:").next().unwrap_or("").trim_end();
     let line = msg
-        .strip_prefix("user_script:")
+        .strip_prefix(chunk)
+        .and_then(|r| r.strip_prefix(':'))
         .and_then(|r| r.split(':').next())
         .and_then(|n| n.parse::<u32>().ok())
-        .map_or(String::new(), |l| format!(", on @user_script:{l}."));
+        .map_or(String::new(), |l| format!(", on @{chunk}:{l}."));
     format!("ERR {msg} script: {sha}{line}")
 }
 
