@@ -73,14 +73,17 @@ fn main() {
     redoubt_server::memory::mark_installed();
 
     // `io-threads` sizes the runtime: 1 (Redis's default) runs every connection on one
-    // thread, like Redis's event loop; more spreads connections over worker threads.
+    // worker thread, like Redis's event loop; more spreads connections over workers. Always
+    // the multi-threaded scheduler, even for one worker: a long Lua script hands its
+    // worker's other duties to a fresh thread (`block_in_place`), so other clients get
+    // `-BUSY` and SCRIPT KILL / FUNCTION KILL reach the script, as on Redis. A
+    // current-thread runtime would freeze every connection for the script's length.
     let workers = config.effective_io_threads();
-    let rt = if workers <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(workers as usize).enable_all().build()
-    }
-    .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1) as usize)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     if let Err(e) = rt.block_on(serve(config)) {
         tracing::error!(error = format!("{e:#}"), "fatal");
         std::process::exit(1);
