@@ -9,9 +9,11 @@
 //!
 //! The interpreter is one per server, created at start: the globals are read-only for
 //! scripts (a write, or a read of an unknown global, is an error), and the libraries are
-//! Redis's set (`string`, `table`, `math`, `bit`, `cjson`; no `os`, `io`, `require`).
+//! Redis's set (`string`, `table`, `math`, `bit`, `cjson`, `struct`, `cmsgpack`; no `os`,
+//! `io`, `require`).
 
 pub mod libs;
+pub mod pack;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -89,7 +91,7 @@ setmetatable(real, {
   __metatable = false,
 })
 local env = protect(real, "_G")
-for _, lib in ipairs({"redis", "string", "table", "math", "bit", "cjson"}) do
+for _, lib in ipairs({"redis", "string", "table", "math", "bit", "cjson", "struct", "cmsgpack"}) do
   rawset(real, lib, protect(rawget(real, lib)))
 end
 rawset(real, "_G", env)
@@ -140,6 +142,8 @@ impl Engine {
         libs::install_random(&lua, &math)?;
         globals.raw_set("bit", libs::bit_table(&lua)?)?;
         globals.raw_set("cjson", libs::cjson_table(&lua)?)?;
+        globals.raw_set("struct", pack::struct_table(&lua)?)?;
+        globals.raw_set("cmsgpack", pack::cmsgpack_table(&lua)?)?;
         let redis = redis_table(&lua)?;
         globals.raw_set("redis", redis.clone())?;
         globals.raw_set("redis_impl", redis.clone())?;
