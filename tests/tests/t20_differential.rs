@@ -1025,6 +1025,9 @@ const SCRIPTS: &[&str] = &[
     "return {redis.call('EXISTS', KEYS[1]), redis.call('TTL', KEYS[1])}",
     "return #ARGV + #KEYS",
     "this is not lua",
+    // Errors without a position still report the script's line.
+    "error('boom', 0)",
+    "local function g() error('x', 2) end\nreturn g()",
 ];
 
 fn scripting() -> Vec<Gen> {

@@ -121,12 +121,19 @@ rawset(real, "rawset", function(t, k, v)
   if getmetatable(t) == false then error("Attempt to modify a readonly table", 2) end
   return raw_rawset(t, k, v)
 end)
--- Runs a script: (true, result) or (false, error table or message).
+-- Runs a script: (true, result) or (false, error table). Like Redis's error handler, the
+-- handler notes the script's line where the error happened (an error raised with no
+-- position, `error(msg, 0)` or one from inside a C function, still gets its line).
+local err_line = rawget(real, "__err_line")
+raw_rawset(real, "__err_line", nil)
+local function on_error(e)
+  if type(e) == "table" and type(rawget(e, "err")) == "string" then return e end
+  return {runtime = tostring(e), line = err_line()}
+end
 local function runner(f)
-  local ok, r = pcall(f)
+  local ok, r = xpcall(f, on_error)
   if ok then return true, r end
-  if type(r) == "table" and type(rawget(r, "err")) == "string" then return false, r end
-  return false, tostring(r)
+  return false, r
 end
 return env, runner
 "#;
@@ -159,6 +166,23 @@ impl Engine {
             redis_call(lua, state, args, raise)
         })?;
         globals.raw_set("__call_impl", call_impl)?;
+        // The line of the script where an error happened, from the error handler: level 1
+        // is the handler, 2 mlua's xpcall glue, 3 the function that raised. Redis takes that
+        // function's line, or its caller's when it is a C function; our sandbox's own
+        // functions (the read-only tables) stand where Redis has C ones, so: the first frame
+        // of the script from there.
+        let err_line = lua.create_function(|lua, ()| {
+            Ok((3..64)
+                .map_while(|level| {
+                    lua.inspect_stack(level, |d| {
+                        let user = d.source().source.is_some_and(|s| s == "@user_script");
+                        d.current_line().filter(|_| user)
+                    })
+                })
+                .flatten()
+                .next())
+        })?;
+        globals.raw_set("__err_line", err_line)?;
         redis.raw_set(
             "setresp_impl",
             lua.create_function(|lua, v: Lv| {
@@ -287,6 +311,11 @@ impl Engine {
                 Ok(())
             }
             _ if killed => Err(CmdError::Owned(format!("ERR Script killed by user with SCRIPT KILL... script: {sha}"))),
+            Ok((false, Lv::Table(t))) if t.raw_get::<Lv>("runtime").is_ok_and(|m| m.is_string()) => {
+                let msg: mlua::LuaString = t.raw_get("runtime").map_err(lua_err)?;
+                let line: Option<i64> = t.raw_get("line").unwrap_or(None);
+                Err(CmdError::Owned(runtime_error(&msg.to_string_lossy(), sha, line)))
+            }
             Ok((false, Lv::Table(t))) => {
                 // An error table raised by redis.call: the command's text and its line.
                 let text: String = t.raw_get("err").unwrap_or_default();
@@ -302,9 +331,9 @@ impl Engine {
                     Lv::String(s) => s.to_string_lossy(),
                     _ => "unknown error".to_string(),
                 };
-                Err(CmdError::Owned(runtime_error(&msg, sha)))
+                Err(CmdError::Owned(runtime_error(&msg, sha, None)))
             }
-            Err(e) => Err(CmdError::Owned(runtime_error(&e.to_string(), sha))),
+            Err(e) => Err(CmdError::Owned(runtime_error(&e.to_string(), sha, None))),
         }
     }
 }
@@ -569,13 +598,14 @@ fn write_reply(out: &mut ReplyBuf, v: &Lv, resp3: bool, depth: usize) {
 }
 
 /// The error reply for a script that raised a Lua error: Redis 7's `ERR <message> script:
-/// <sha>, on @user_script:<line>.` (the line taken from the message's own position).
-fn runtime_error(msg: &str, sha: &str) -> String {
+/// <sha>, on @user_script:<line>.` (the line the error handler found, else the message's
+/// own position).
+fn runtime_error(msg: &str, sha: &str, line: Option<i64>) -> String {
     let msg = msg.split("\nstack traceback:").next().unwrap_or("").trim_end();
-    let line = msg
-        .strip_prefix("user_script:")
-        .and_then(|r| r.split(':').next())
-        .and_then(|n| n.parse::<u32>().ok())
+    let line = line
+        .or_else(|| {
+            msg.strip_prefix("user_script:").and_then(|r| r.split(':').next()).and_then(|n| n.parse::<i64>().ok())
+        })
         .map_or(String::new(), |l| format!(", on @user_script:{l}."));
     format!("ERR {msg} script: {sha}{line}")
 }
