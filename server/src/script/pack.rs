@@ -459,11 +459,11 @@ fn struct_get_integer(b: &[u8], little: bool, signed: bool) -> f64 {
 }
 
 fn struct_pack(lua: &Lua, args: &[Value]) -> LibResult<Results> {
-    // The C code pushes a nil above the arguments (to separate them from its buffer): a
-    // missing argument reads as that nil ("got nil", not "got no value").
+    let fmt = Args { lua, v: args }.bytes(1)?;
+    // Then the C code pushes a nil above the arguments (to separate them from its buffer):
+    // a missing argument reads as that nil ("got nil", not "got no value").
     let args = [args, &[Value::Nil]].concat();
     let a = Args { lua, v: &args };
-    let fmt = a.bytes(1)?;
     let mut f = Format::new(&fmt);
     let mut h = Header::new();
     let mut arg = 2;
@@ -1175,6 +1175,10 @@ mod tests {
         assert_eq!(
             error_of(&lua, "return struct.pack('i')"),
             "user_script:1: bad argument #2 to 'pack' (number expected, got nil)"
+        );
+        assert_eq!(
+            error_of(&lua, "return struct.pack()"),
+            "user_script:1: bad argument #1 to 'pack' (string expected, got no value)"
         );
         assert_eq!(
             error_of(&lua, "return struct.pack('i33', 1)"),
