@@ -1179,6 +1179,12 @@ const PACK_SCRIPTS: &[&str] = &[
     r#"return #{cmsgpack.unpack(string.rep('a', 7999))}"#,
     r#"return #{cmsgpack.unpack(string.rep(string.char(0x91), 3999) .. 'a')}"#,
     r#"return #{cmsgpack.unpack(string.rep(string.char(0xa1, 0x61), 7999))}"#,
+    // Arguments a function does not read still take stack slots.
+    r#"local t = {} for i = 1, 7990 do t[i] = 'x' end return #{struct.unpack('b', 'a', 1, unpack(t))}"#,
+    r#"local t = {} for i = 1, 7990 do t[i] = 'x' end return struct.unpack('bbbbbbb', 'abcdefg', 1, unpack(t))"#,
+    r#"local t = {} for i = 1, 7990 do t[i] = {} end return {cmsgpack.unpack_one('abc', 1, unpack(t))}"#,
+    r#"local t = {} for i = 1, 4000 do t[i] = 'x' .. i end return #cmsgpack.pack(unpack(t))"#,
+    r#"local t = {} for i = 1, 4001 do t[i] = {} end return #cmsgpack.pack(unpack(t))"#,
     // cmsgpack: errors
     r#"return cmsgpack.pack()"#,
     r#"return {pcall(cmsgpack.pack)}"#,

@@ -26,19 +26,19 @@ const MAX_C_STACK: i64 = 8000;
 /// The `struct` table.
 pub fn struct_table(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    t.raw_set("pack", library_function(lua, struct_pack)?)?;
-    t.raw_set("unpack", library_function(lua, struct_unpack)?)?;
-    t.raw_set("size", library_function(lua, struct_size)?)?;
+    t.raw_set("pack", library_function(lua, struct_pack, None)?)?;
+    t.raw_set("unpack", library_function(lua, struct_unpack, Some(3))?)?;
+    t.raw_set("size", library_function(lua, struct_size, Some(1))?)?;
     Ok(t)
 }
 
 /// The `cmsgpack` table, with lua-cmsgpack's metadata fields.
 pub fn cmsgpack_table(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    t.raw_set("pack", library_function(lua, mp_pack)?)?;
-    t.raw_set("unpack", library_function(lua, mp_unpack)?)?;
-    t.raw_set("unpack_one", library_function(lua, mp_unpack_one)?)?;
-    t.raw_set("unpack_limit", library_function(lua, mp_unpack_limit)?)?;
+    t.raw_set("pack", library_function(lua, mp_pack, None)?)?;
+    t.raw_set("unpack", library_function(lua, mp_unpack, Some(1))?)?;
+    t.raw_set("unpack_one", library_function(lua, mp_unpack_one, Some(2))?)?;
+    t.raw_set("unpack_limit", library_function(lua, mp_unpack_limit, Some(3))?)?;
     t.raw_set("_NAME", "cmsgpack")?;
     t.raw_set("_VERSION", "lua-cmsgpack 0.4.0")?;
     t.raw_set("_COPYRIGHT", "Copyright (C) 2012, Salvatore Sanfilippo")?;
@@ -163,12 +163,25 @@ impl Results {
     }
 }
 
+/// The Rust side of a library function: the arguments it reads, and how many the script
+/// passed (they count in the C code's stack checks).
+type LibFn = fn(&Lua, &[Value], i64) -> LibResult<Results>;
+
 /// A library function as Lua sees it: a C function (the trampoline) over a Rust closure
-/// that answers `false, message` or `n, results` (the `n` results in a table).
-fn library_function(lua: &Lua, f: fn(&Lua, &[Value]) -> LibResult<Results>) -> mlua::Result<Function> {
+/// that answers `false, message` or `n, results` (the `n` results in a table). `reads`:
+/// the arguments the function looks at (all when `None`); the trampoline passes no more,
+/// as each one passed to Rust would take one of mlua's reference slots (see [`Results`]).
+fn library_function(lua: &Lua, f: LibFn, reads: Option<i64>) -> mlua::Result<Function> {
     let inner = lua.create_function(move |lua, args: MultiValue| {
-        let args: Vec<Value> = args.into();
-        match f(lua, &args) {
+        let mut args: Vec<Value> = args.into();
+        // The trampoline puts the count of the script's arguments first.
+        let nargs = match args.first() {
+            Some(Value::Integer(n)) => *n,
+            Some(Value::Number(n)) => *n as i64,
+            _ => 0,
+        };
+        args.remove(0);
+        match f(lua, &args, nargs) {
             Ok(r) => Ok((Value::Integer(r.n as i64), Value::Table(r.t))),
             Err(LibError::Lua(e)) => Err(e),
             Err(e) => {
@@ -177,9 +190,12 @@ fn library_function(lua: &Lua, f: fn(&Lua, &[Value]) -> LibResult<Results>) -> m
             }
         }
     })?;
-    // SAFETY: the closure runs with the Rust function on the stack as its only argument
-    // and leaves the new C closure (which takes it as upvalue 1) as its only result.
-    unsafe { lua.exec_raw::<Function>(inner, |state| ffi::lua_pushcclosure(state, raise_from_c, 1)) }
+    // SAFETY: the closure runs with the Rust function and the count on the stack as its
+    // only arguments and leaves the new C closure (which takes them as upvalues 1 and 2)
+    // as its only result.
+    unsafe {
+        lua.exec_raw::<Function>((inner, reads.unwrap_or(-1)), |state| ffi::lua_pushcclosure(state, raise_from_c, 2))
+    }
 }
 
 /// Calls upvalue 1 with this call's arguments; raises its message when it answers `false`,
@@ -190,9 +206,16 @@ unsafe extern "C-unwind" fn raise_from_c(state: *mut ffi::lua_State) -> c_int {
     // No Rust value with a destructor lives in this frame: `lua_error` (and an error from
     // the callee) leave it by `longjmp`.
     let nargs = ffi::lua_gettop(state);
+    let reads = ffi::lua_tonumber(state, ffi::lua_upvalueindex(2)) as c_int;
+    if reads >= 0 && nargs > reads {
+        ffi::lua_settop(state, reads);
+    }
+    let passed = ffi::lua_gettop(state);
     ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
     ffi::lua_insert(state, 1);
-    ffi::lua_call(state, nargs, 2);
+    ffi::lua_pushnumber(state, nargs as ffi::lua_Number);
+    ffi::lua_insert(state, 2);
+    ffi::lua_call(state, passed + 1, 2);
     if ffi::lua_type(state, 1) != ffi::LUA_TNUMBER {
         // The message is on top.
         ffi::lua_error(state);
@@ -458,7 +481,7 @@ fn struct_get_integer(b: &[u8], little: bool, signed: bool) -> f64 {
     l as i64 as f64
 }
 
-fn struct_pack(lua: &Lua, args: &[Value]) -> LibResult<Results> {
+fn struct_pack(lua: &Lua, args: &[Value], _nargs: i64) -> LibResult<Results> {
     let fmt = Args { lua, v: args }.bytes(1)?;
     // Then the C code pushes a nil above the arguments (to separate them from its buffer):
     // a missing argument reads as that nil ("got nil", not "got no value").
@@ -511,7 +534,7 @@ fn struct_pack(lua: &Lua, args: &[Value]) -> LibResult<Results> {
     Ok(Results::one(lua, Value::String(lua.create_string(&out)?))?)
 }
 
-fn struct_unpack(lua: &Lua, args: &[Value]) -> LibResult<Results> {
+fn struct_unpack(lua: &Lua, args: &[Value], nargs: i64) -> LibResult<Results> {
     let a = Args { lua, v: args };
     let fmt = a.bytes(1)?;
     let data = a.bytes(2)?;
@@ -533,7 +556,7 @@ fn struct_unpack(lua: &Lua, args: &[Value]) -> LibResult<Results> {
             return Err(too_short());
         }
         // The arguments and the results so far occupy the C function's stack.
-        check_stack(args.len() as i64 + results.n as i64, 2, "too many results")?;
+        check_stack(nargs + results.n as i64, 2, "too many results")?;
         let at = pos as usize;
         match opt {
             b'b' | b'B' | b'h' | b'H' | b'l' | b'L' | b'T' | b'i' | b'I' => {
@@ -582,7 +605,7 @@ fn struct_unpack(lua: &Lua, args: &[Value]) -> LibResult<Results> {
     Ok(results)
 }
 
-fn struct_size(lua: &Lua, args: &[Value]) -> LibResult<Results> {
+fn struct_size(lua: &Lua, args: &[Value], _nargs: i64) -> LibResult<Results> {
     let fmt = Args { lua, v: args }.bytes(1)?;
     let mut f = Format::new(&fmt);
     let mut h = Header::new();
@@ -612,8 +635,8 @@ fn struct_size(lua: &Lua, args: &[Value]) -> LibResult<Results> {
 /// Tables nested deeper than this encode as nil (which also ends reference cycles).
 const MP_MAX_NESTING: u32 = 16;
 
-fn mp_pack(lua: &Lua, args: &[Value]) -> LibResult<Results> {
-    let n = args.len() as i64;
+fn mp_pack(lua: &Lua, args: &[Value], nargs: i64) -> LibResult<Results> {
+    let n = nargs;
     if n == 0 {
         return Err(arg_error(0, "MessagePack pack needs input."));
     }
@@ -784,20 +807,20 @@ fn mp_encode_len(n: u64, fix: u8, long: u8, out: &mut Vec<u8>) {
 // cmsgpack: decoding
 // ---------------------------------------------------------------------------------------
 
-fn mp_unpack(lua: &Lua, args: &[Value]) -> LibResult<Results> {
+fn mp_unpack(lua: &Lua, args: &[Value], nargs: i64) -> LibResult<Results> {
     let s = Args { lua, v: args }.bytes(1)?;
     // Every argument stays on the stack under the results.
-    mp_unpack_full(lua, &s, 0, 0, args.len() as i64)
+    mp_unpack_full(lua, &s, 0, 0, nargs)
 }
 
-fn mp_unpack_one(lua: &Lua, args: &[Value]) -> LibResult<Results> {
+fn mp_unpack_one(lua: &Lua, args: &[Value], _nargs: i64) -> LibResult<Results> {
     let offset = Args { lua, v: args }.opt_integer(2, 0)?;
     // The C code drops every argument but the first before reading it.
     let s = Args { lua, v: &args[..args.len().min(1)] }.bytes(1)?;
     mp_unpack_full(lua, &s, 1, offset, 1)
 }
 
-fn mp_unpack_limit(lua: &Lua, args: &[Value]) -> LibResult<Results> {
+fn mp_unpack_limit(lua: &Lua, args: &[Value], _nargs: i64) -> LibResult<Results> {
     let a = Args { lua, v: args };
     let limit = a.integer(2)?;
     let offset = a.opt_integer(3, 0)?;
@@ -1383,6 +1406,16 @@ mod tests {
         assert_eq!(n, 7999.0);
         let n: f64 = eval(&lua, "return select('#', struct.unpack(string.rep('c1', 7996), string.rep('a', 8000), 1))");
         assert_eq!(n, 7997.0);
+        // Arguments the function does not read are not handed to Rust, but still count.
+        let n: f64 = eval(
+            &lua,
+            "local t = {} for i = 1, 7990 do t[i] = 'x' end return select('#', struct.unpack('b', 'a', 1, unpack(t)))",
+        );
+        assert_eq!(n, 2.0);
+        assert_eq!(
+            error_of(&lua, "local t = {} for i = 1, 7990 do t[i] = 'x' end return struct.unpack('bbbbbbb', 'abcdefg', 1, unpack(t))"),
+            "user_script:1: stack overflow (too many results)"
+        );
         let ok: bool =
             eval(&lua, "local t = {} for i = 1, 20000 do t['k' .. i] = {i} end return #cmsgpack.pack(t) > 20000");
         assert!(ok);
