@@ -9,10 +9,12 @@
 //!
 //! The interpreter is one per server, created at start: the globals are read-only for
 //! scripts (a write, or a read of an unknown global, is an error), and the libraries are
-//! Redis's set (`string`, `table`, `math`, `bit`, `cjson`; no `os`, `io`, `require`).
+//! Redis's set (`string`, `table`, `math`, `bit`, `cjson`, `struct`, `cmsgpack`; no `os`,
+//! `io`, `require`).
 
 pub mod functions;
 pub mod libs;
+pub mod pack;
 pub mod payload;
 
 use std::cell::RefCell;
@@ -132,7 +134,7 @@ setmetatable(real, {
   __metatable = false,
 })
 local env = protect(real, "_G")
-for _, lib in ipairs({"redis", "string", "table", "math", "bit", "cjson"}) do
+for _, lib in ipairs({"redis", "string", "table", "math", "bit", "cjson", "struct", "cmsgpack"}) do
   rawset(real, lib, protect(rawget(real, lib)))
 end
 rawset(real, "_G", env)
@@ -161,13 +163,26 @@ rawset(real, "rawset", function(t, k, v)
   if getmetatable(t) == false then error("Attempt to modify a readonly table", 2) end
   return raw_rawset(t, k, v)
 end)
--- Runs a script (with the arguments a function gets): (true, result) or (false, error
--- table or message).
-local function runner(f, ...)
-  local ok, r = pcall(f, ...)
+-- Runs a script, or a function with its (keys, args): (true, result) or (false, error
+-- table). Like Redis's error handler, the handler notes the script's line where the error
+-- happened (an error raised with no position, `error(msg, 0)` or one from inside a C
+-- function, still gets its line).
+local err_line = rawget(real, "__err_line")
+raw_rawset(real, "__err_line", nil)
+local function on_error(e)
+  if type(e) == "table" and type(rawget(e, "err")) == "string" then return e end
+  return {runtime = tostring(e), line = err_line()}
+end
+local function runner(f, keys, args)
+  local ok, r
+  if keys == nil then
+    ok, r = xpcall(f, on_error)
+  else
+    -- Lua 5.1's xpcall passes no arguments.
+    ok, r = xpcall(function() return f(keys, args) end, on_error)
+  end
   if ok then return true, r end
-  if type(r) == "table" and type(rawget(r, "err")) == "string" then return false, r end
-  return false, tostring(r)
+  return false, r
 end
 
 -- FUNCTION libraries. Their code runs with `lib_env` as its globals, and so do the
@@ -307,6 +322,8 @@ impl Engine {
         libs::install_random(&lua, &math)?;
         globals.raw_set("bit", libs::bit_table(&lua)?)?;
         globals.raw_set("cjson", libs::cjson_table(&lua)?)?;
+        globals.raw_set("struct", pack::struct_table(&lua)?)?;
+        globals.raw_set("cmsgpack", pack::cmsgpack_table(&lua)?)?;
         let redis = redis_table(&lua)?;
         globals.raw_set("redis", redis.clone())?;
         globals.raw_set("redis_impl", redis.clone())?;
@@ -325,6 +342,23 @@ impl Engine {
         globals.raw_set("__call_impl", call_impl)?;
         // SAFETY: `call_trampoline` follows the Lua C API contract (see there).
         globals.raw_set("__call_raw", unsafe { lua.create_c_function(call_trampoline)? })?;
+        // The line of the script where an error happened, from the error handler: level 1
+        // is the handler, 2 mlua's xpcall glue, 3 the function that raised. Redis takes that
+        // function's line, or its caller's when it is a C function; our sandbox's own
+        // functions (the read-only tables) stand where Redis has C ones, so: the first frame
+        // of the script from there.
+        let err_line = lua.create_function(|lua, ()| {
+            Ok((3..64)
+                .map_while(|level| {
+                    lua.inspect_stack(level, |d| {
+                        let user = d.source().source.is_some_and(|s| s == "@user_script" || s == "@user_function");
+                        d.current_line().filter(|_| user)
+                    })
+                })
+                .flatten()
+                .next())
+        })?;
+        globals.raw_set("__err_line", err_line)?;
         redis.raw_set(
             "setresp_impl",
             lua.create_function(|lua, v: Lv| {
@@ -494,6 +528,11 @@ impl Engine {
                 Ok(())
             }
             _ if killed => Err(CmdError::Owned(format!("ERR Script killed by user with SCRIPT KILL... script: {sha}"))),
+            Ok((false, Lv::Table(t))) if t.raw_get::<Lv>("runtime").is_ok_and(|m| m.is_string()) => {
+                let msg: mlua::LuaString = t.raw_get("runtime").map_err(lua_err)?;
+                let line: Option<i64> = t.raw_get("line").unwrap_or(None);
+                Err(CmdError::Owned(runtime_error(&msg.to_string_lossy(), sha, chunk, line)))
+            }
             Ok((false, Lv::Table(t))) => {
                 // An error table raised by redis.call: the command's text and its line.
                 let text: String = t.raw_get("err").unwrap_or_default();
@@ -509,9 +548,9 @@ impl Engine {
                     Lv::String(s) => s.to_string_lossy(),
                     _ => "unknown error".to_string(),
                 };
-                Err(CmdError::Owned(runtime_error(&msg, sha, chunk)))
+                Err(CmdError::Owned(runtime_error(&msg, sha, chunk, None)))
             }
-            Err(e) => Err(CmdError::Owned(runtime_error(&e.to_string(), sha, chunk))),
+            Err(e) => Err(CmdError::Owned(runtime_error(&e.to_string(), sha, chunk, None))),
         }
     }
 }
@@ -805,14 +844,17 @@ fn write_reply(out: &mut ReplyBuf, v: &Lv, resp3: bool, depth: usize) {
 }
 
 /// The error reply for a script that raised a Lua error: Redis 7's `ERR <message> script:
-/// <sha>, on @user_script:<line>.` (the line taken from the message's own position).
-fn runtime_error(msg: &str, sha: &str, chunk: &str) -> String {
+/// <sha>, on @user_script:<line>.` (for a function, its name and `@user_function`; the line
+/// the error handler found, else the message's own position).
+fn runtime_error(msg: &str, sha: &str, chunk: &str, line: Option<i64>) -> String {
     let msg = msg.split("\nstack traceback:").next().unwrap_or("").trim_end();
-    let line = msg
-        .strip_prefix(chunk)
-        .and_then(|r| r.strip_prefix(':'))
-        .and_then(|r| r.split(':').next())
-        .and_then(|n| n.parse::<u32>().ok())
+    let line = line
+        .or_else(|| {
+            msg.strip_prefix(chunk)
+                .and_then(|r| r.strip_prefix(':'))
+                .and_then(|r| r.split(':').next())
+                .and_then(|n| n.parse::<i64>().ok())
+        })
         .map_or(String::new(), |l| format!(", on @{chunk}:{l}."));
     format!("ERR {msg} script: {sha}{line}")
 }
