@@ -184,3 +184,21 @@ fn a_long_function_is_busy_and_killable() {
     }
     assert_eq!(other.cmd(&["PING"]), Value::Simple("PONG".into()));
 }
+
+/// The script cache is not bounded by the interpreter's handle table: ten thousand cached
+/// scripts (more than mlua's ~8,000 handle slots) all stay callable, and so does a new one.
+#[test]
+fn ten_thousand_cached_scripts_stay_callable() {
+    let dir = TempDir::new("redoubt-t72-cache");
+    let node = Node::start(dir.path(), &["--durability", "none"]);
+    let mut c = node.conn();
+    let loads: Vec<Vec<String>> =
+        (0..10_000).map(|i| vec!["SCRIPT".into(), "LOAD".into(), format!("return {i}")]).collect();
+    let shas: Vec<Vec<u8>> = c.pipeline(&loads).unwrap().iter().map(bulk).collect();
+    for i in [0usize, 5_000, 9_999] {
+        assert_eq!(c.cmd(&[&b"EVALSHA"[..], &shas[i], b"0"]), Value::Int(i as i64));
+    }
+    assert_eq!(c.cmd(&["EVAL", "return 'fresh'", "0"]), Value::Bulk(b"fresh".to_vec().into()));
+    assert_eq!(c.cmd(&["SCRIPT", "FLUSH"]), Value::Simple("OK".into()));
+    assert!(matches!(c.cmd(&[&b"EVALSHA"[..], &shas[0], b"0"]), Value::Error(e) if e.starts_with("NOSCRIPT")));
+}

@@ -67,10 +67,9 @@ impl Watchdog {
     }
 }
 
-/// A compiled script and its source.
+/// A cached script's source (its compiled function is in `Engine::compiled`).
 struct Script {
     body: Bytes,
-    func: Function,
     /// Flags from a `#!lua flags=...` first line; None for a script without one (Redis's
     /// legacy rules: it may write, and EVAL_RO makes it read-only).
     flags: Option<u8>,
@@ -80,6 +79,10 @@ struct Script {
 pub struct Engine {
     lua: Lua,
     scripts: HashMap<[u8; 40], Script>,
+    /// The compiled scripts, SHA -> function, in one Lua table. Not one mlua `Function`
+    /// each: mlua holds every Rust-side handle in a slot of an auxiliary Lua stack capped
+    /// near 8,000, and a cache of that many scripts would make every later EVAL fail.
+    compiled: Table,
     /// The real globals (scripts see a read-only proxy).
     globals: Table,
     env: Table,
@@ -379,9 +382,11 @@ impl Engine {
         )?;
         let (env, runner, lib_env, load_library): (Table, Function, Table, Function) =
             lua.load(SANDBOX).set_name("=sandbox").call((globals.clone(), Lv::Nil))?;
+        let compiled = lua.create_table()?;
         Ok(Engine {
             lua,
             scripts: HashMap::new(),
+            compiled,
             globals,
             env,
             runner,
@@ -411,7 +416,9 @@ impl Engine {
                 }
                 other => format!("ERR Error compiling script (new function): {other}"),
             })?;
-        self.scripts.insert(sha, Script { body: Bytes::copy_from_slice(body), func, flags });
+        let key = self.lua.create_string(sha).map_err(|e| format!("ERR {e}"))?;
+        self.compiled.raw_set(key, func).map_err(|e| format!("ERR {e}"))?;
+        self.scripts.insert(sha, Script { body: Bytes::copy_from_slice(body), flags });
         Ok(sha)
     }
 
@@ -431,6 +438,9 @@ impl Engine {
 
     pub fn flush(&mut self) {
         self.scripts.clear();
+        if let Ok(t) = self.lua.create_table() {
+            self.compiled = t;
+        }
         self.lua.gc_collect().ok();
     }
 
@@ -446,7 +456,11 @@ impl Engine {
     pub fn run(&mut self, ctx: &mut Ctx, run: &Run, dog: &std::sync::Arc<Watchdog>) -> Result<(), CmdError> {
         let (func, label, is_function) = match run.target {
             Target::Script(sha) => match self.scripts.get(sha) {
-                Some(s) => (s.func.clone(), String::from_utf8_lossy(sha).into_owned(), false),
+                Some(_) => {
+                    let key = self.lua.create_string(sha).map_err(lua_err)?;
+                    let func: Function = self.compiled.raw_get(key).map_err(lua_err)?;
+                    (func, String::from_utf8_lossy(sha).into_owned(), false)
+                }
                 None => return Err(CmdError::Static("NOSCRIPT No matching script. Please use EVAL.")),
             },
             Target::Function(name) => match self.functions.get(name) {
