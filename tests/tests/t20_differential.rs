@@ -1027,6 +1027,11 @@ const SCRIPTS: &[&str] = &[
     "this is not lua",
     // Errors without a position still report the script's line.
     "error('boom', 0)",
+    // pcall hands a caught error table to the script as its string (Redis 7.0).
+    "local ok, e = pcall(redis.call, 'INCR', KEYS[1], 'x'); return {tostring(ok), e}",
+    "local ok, e = pcall(function() error({err = 'MY x'}) end); return e",
+    "local ok, e = pcall(function() return redis.call('INCR', KEYS[1]) end); return {type(e), tostring(e)}",
+    "error({err = 'MY raised error'})",
     "local function g() error('x', 2) end\nreturn g()",
     // Redis 7 shebang: flags decide what the script may do (and whether EVAL_RO takes it).
     "#!lua flags=no-writes\nreturn redis.call('GET', KEYS[1])",

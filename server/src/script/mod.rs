@@ -173,9 +173,24 @@ end)
 local err_line = rawget(real, "__err_line")
 raw_rawset(real, "__err_line", nil)
 local function on_error(e)
-  if type(e) == "table" and type(rawget(e, "err")) == "string" then return e end
+  if type(e) == "table" and type(rawget(e, "err")) == "string" then
+    -- A script's own `error({err = ...})` gets the line too, as in Redis.
+    if rawget(e, "line") == nil then raw_rawset(e, "line", err_line()) end
+    return e
+  end
   return {runtime = tostring(e), line = err_line()}
 end
+-- Redis 7.0's pcall hands a caught error table (redis.call's, or a script's `{err = ...}`)
+-- to the script as its `err` string; xpcall's handler still sees the table.
+local raw_pcall = pcall
+local function caught(ok, ...)
+  if not ok then
+    local e = ...
+    if type(e) == "table" and type(rawget(e, "err")) == "string" then return false, rawget(e, "err") end
+  end
+  return ok, ...
+end
+raw_rawset(real, "pcall", function(...) return caught(raw_pcall(...)) end)
 local function runner(f, keys, args)
   local ok, r
   if keys == nil then
@@ -193,7 +208,7 @@ end
 -- that environment offers only the load API (`redis.register_function`, `redis.log`, the
 -- version), as Redis 7 does; afterwards, what EVAL scripts see, minus KEYS and ARGV and the
 -- EVAL-only parts of `redis`.
-local pairs, type, tostring, error, pcall, select = pairs, type, tostring, error, pcall, select
+local pairs, type, tostring, error, select = pairs, type, tostring, error, select
 local find = string.find
 local function strict(t)
   return setmetatable({}, {
@@ -304,7 +319,7 @@ lib_env = setmetatable({}, {
 -- Runs a library's code: (true, its registrations) or (false, Redis's error text).
 local function load_library(chunk)
   registering, seen, loading = {}, {}, true
-  local ok, r = pcall(chunk)
+  local ok, r = raw_pcall(chunk)
   local regs = registering
   registering, seen, loading = nil, nil, false
   if ok then return true, regs end
