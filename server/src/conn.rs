@@ -576,8 +576,9 @@ impl Connection {
                     // the local, possibly stale, state.
                     let read = spec.flags & flags::READONLY != 0;
                     // EVAL, EVALSHA and FCALL may write: the leader runs them. So do the
-                    // writing subcommands of a container (FUNCTION LOAD, ...).
-                    let script = matches!(spec.name, "eval" | "evalsha" | "fcall");
+                    // writing subcommands of a container (FUNCTION LOAD, ...), and PUBLISH,
+                    // which reaches every member through the log.
+                    let script = matches!(spec.name, "eval" | "evalsha" | "fcall" | "publish");
                     let sub_write = !spec.subcommands.is_empty()
                         && argv.get(1).and_then(|s| cmd::lookup_sub(spec, s)).is_some_and(|s| s.is_write());
                     if spec.is_write() || script || sub_write || (read && !self.conn.stale_reads) {

@@ -260,3 +260,43 @@ fn a_partitioned_leader_is_replaced_and_rejoins_after_healing() {
         }
     }
 }
+
+/// PUBLISH on any member reaches the subscribers of every member (Redis Cluster's
+/// semantics: the message goes through the log), patterns included; the reply counts the
+/// receivers of the node that ran it.
+#[test]
+fn publish_reaches_subscribers_on_every_node() {
+    let cl = Cluster::start("redoubt-t61-pubsub");
+    let leader = cl.leader(Duration::from_secs(20));
+    let mut subs: Vec<redoubt_tests::Conn> = (0..3)
+        .map(|i| {
+            let mut c = cl.conn(i);
+            c.cmd(&["SUBSCRIBE", "dlr"]);
+            c.cmd(&["PSUBSCRIBE", "dlr*"]);
+            c
+        })
+        .collect();
+    for from in [leader, (leader + 1) % 3] {
+        let text = format!("from node {}", from + 1);
+        let mut p = cl.conn(from);
+        assert_eq!(p.cmd(&["PUBLISH", "dlr", &text]), Value::Int(2), "one channel and one pattern subscriber there");
+        for (i, s) in subs.iter_mut().enumerate() {
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                match s.read_frame_within(Duration::from_secs(10)) {
+                    Some(Value::Array(parts) | Value::Push(parts)) => {
+                        got.push(parts.iter().map(|v| v.render()).collect::<Vec<_>>().join(" "))
+                    }
+                    other => panic!("node {}: {other:?}", i + 1),
+                }
+            }
+            got.sort();
+            assert_eq!(
+                got,
+                [format!("\"message\" \"dlr\" \"{text}\""), format!("\"pmessage\" \"dlr*\" \"dlr\" \"{text}\"")],
+                "node {}",
+                i + 1
+            );
+        }
+    }
+}

@@ -160,7 +160,23 @@ pub fn unsubscribe_all(srv: &Shared, conn: &mut Conn) {
     sync_flags(conn);
 }
 
+/// How old a replicated PUBLISH may be and still reach this node's subscribers: a member
+/// catching up on a long stretch of log does not replay old chatter to them.
+const STALE_PUBLISH_MS: i64 = 5_000;
+
 fn publish(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    // In a cluster a message reaches the subscribers of every member, as in Redis Cluster:
+    // the leader puts it in the log (followers forward PUBLISH to it) and each member
+    // delivers it to its own clients when applying. The reply counts this node's receivers,
+    // as Redis Cluster's does. A single node logs nothing: pub/sub is not data.
+    if ctx.srv.repl.get().is_some_and(|r| r.clustered) {
+        if ctx.ks.recording() {
+            ctx.propagate(argv);
+        } else if ctx.conn.is_none() && crate::keyspace::now_ms() - ctx.ks.now_ms > STALE_PUBLISH_MS {
+            ctx.out.int(0);
+            return Ok(());
+        }
+    }
     let me = ctx.conn.as_ref().map(|c| c.id);
     let (n, mine) = ctx.srv.publish_except(&argv[1], &argv[2], me);
     for pattern in mine {
