@@ -236,6 +236,24 @@ impl Connection {
                     continue;
                 }
                 Flow::Admin(argv) if argv[0].eq_ignore_ascii_case(b"wait") => {
+                    let leader = self.shared.repl.get().is_some_and(|r| r.raft.metrics().borrow().state.is_leader());
+                    if !leader {
+                        // A follower's writes went to the leader: it counts the replicas.
+                        let r = crate::replication::cluster::forward(
+                            &self.shared,
+                            self.conn.db,
+                            self.conn.resp3,
+                            self.conn.id,
+                            &argv,
+                        )
+                        .await;
+                        match r {
+                            Ok(reply) => out.raw(&reply),
+                            Err(Some(e)) => out.error(&e),
+                            Err(None) => return Ok(()),
+                        }
+                        continue;
+                    }
                     match crate::replication::cluster::wait_replicas(&self.shared, &argv).await {
                         Ok(n) => out.int(n),
                         Err(e) => out.error(&e),

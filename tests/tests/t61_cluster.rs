@@ -300,3 +300,20 @@ fn publish_reaches_subscribers_on_every_node() {
         }
     }
 }
+
+/// WAIT works on a follower too: its writes went to the leader, which counts the replicas
+/// holding them (a forwarded WAIT waits at most 1.5 s there).
+#[test]
+fn wait_on_a_follower_counts_the_replicas() {
+    let cl = Cluster::start("redoubt-t61-wait");
+    let leader = cl.leader(Duration::from_secs(20));
+    let mut f = cl.conn((leader + 1) % 3);
+    assert_eq!(f.cmd(&["SET", "k", "v"]), Value::Simple(b"OK".to_vec()));
+    assert_eq!(f.cmd(&["WAIT", "2", "5000"]), Value::Int(2));
+    let t = Instant::now();
+    assert_eq!(f.cmd(&["WAIT", "3", "200"]), Value::Int(2), "only two replicas exist");
+    assert!(t.elapsed() >= Duration::from_millis(150), "{:?}", t.elapsed());
+    assert_eq!(f.cmd(&["WAIT", "1", "x"]), Value::Error("ERR value is not an integer or out of range".into()));
+    let mut l = cl.conn(leader);
+    assert_eq!(l.cmd(&["WAIT", "2", "5000"]), Value::Int(2));
+}

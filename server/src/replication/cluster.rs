@@ -139,6 +139,18 @@ pub async fn handle_app(shared: Arc<Shared>, body: Vec<u8>) -> Vec<u8> {
 async fn run_forwarded(shared: &Arc<Shared>, body: &[u8]) -> Result<Vec<u8>, u8> {
     let repl = shared.repl.get().ok_or(NOT_LEADER)?;
     let f = Forward::decode(body).ok_or(NOT_LEADER)?;
+    if f.argv[0].eq_ignore_ascii_case(b"wait") && f.argv.len() == 3 {
+        // WAIT sent to a follower: the follower's writes were committed here before it
+        // answered them, so this log's end covers them. Bounded to fit one forwarding
+        // attempt.
+        let mut out = ReplyBuf::new(f.resp3);
+        match wait_replicas_within(shared, &f.argv, Some(FORWARDED_WAIT_MAX)).await {
+            Ok(n) => out.int(n),
+            Err(e) if e.starts_with("ERR WAIT cannot be used with replica") => return Err(NOT_LEADER),
+            Err(e) => out.error(&e),
+        }
+        return Ok(out.buf.to_vec());
+    }
     let reads = cmd::lookup(&f.argv[0]).is_some_and(|s| s.flags & cmd::flags::READONLY != 0);
     if f.seq != 0 && crate::keyspace::now_ms() - f.sent_ms > session::MAX_FORWARD_AGE_MS {
         // Its session record may already be gone: running it could run it twice. (On a
@@ -383,7 +395,17 @@ pub async fn admin(shared: &Shared, argv: &[Bytes]) -> Result<&'static str, Stri
 /// had in its log when WAIT ran (so at least the connection's acknowledged writes, which
 /// were committed before their replies), waiting up to `timeout` ms (0: forever) for
 /// `numreplicas` of them.
+/// The longest a WAIT sent to a follower waits on the leader (under one forwarding
+/// attempt's bound, so a slow WAIT is not mistaken for a lost leader).
+const FORWARDED_WAIT_MAX: Duration = Duration::from_millis(1500);
+
+/// WAIT on the leader: how many followers hold the end of the log (which covers every
+/// write acknowledged so far, the client's last one included).
 pub async fn wait_replicas(shared: &Shared, argv: &[Bytes]) -> Result<i64, String> {
+    wait_replicas_within(shared, argv, None).await
+}
+
+async fn wait_replicas_within(shared: &Shared, argv: &[Bytes], cap: Option<Duration>) -> Result<i64, String> {
     let parse = |a: &Bytes| {
         redoubt_protocol::num::parse_i64(a).ok_or_else(|| "ERR value is not an integer or out of range".to_string())
     };
@@ -404,7 +426,12 @@ pub async fn wait_replicas(shared: &Shared, argv: &[Bytes]) -> Result<i64, Strin
             .as_ref()
             .map_or(0, |r| r.iter().filter(|(id, l)| **id != me && l.is_some_and(|l| l.index >= target)).count() as i64)
     };
-    let deadline = (timeout > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(timeout as u64));
+    let wanted = (timeout > 0).then(|| Duration::from_millis(timeout as u64));
+    let bound = match (wanted, cap) {
+        (Some(w), Some(c)) => Some(w.min(c)),
+        (w, c) => w.or(c),
+    };
+    let deadline = bound.map(|d| tokio::time::Instant::now() + d);
     loop {
         let n = count(&metrics.borrow_and_update());
         if n >= want {
