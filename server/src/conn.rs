@@ -149,6 +149,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, id: u64) {
     };
     let mut c = Connection {
         batch_now: 0,
+        batch_touched: false,
         stream,
         shared: shared.clone(),
         conn,
@@ -168,6 +169,9 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, id: u64) {
 struct Connection {
     /// Operation time of the batch being run (unix ms).
     batch_now: i64,
+    /// Whether the current batch ran a command that reads or writes data (its replies then
+    /// wait for everything recorded so far to commit; INFO, PING, RAFT INFO... do not).
+    batch_touched: bool,
     stream: TcpStream,
     shared: Arc<Shared>,
     conn: Conn,
@@ -440,6 +444,7 @@ impl Connection {
         // One clock read per batch: every command of a pipelined batch runs at the same
         // operation time (reading the clock per command cost ~5% at pipeline 16).
         self.batch_now = now_ms();
+        let recorded_before = st.ks.effects.as_ref().map_or(0, |fx| fx.len());
         let mut next = first;
         let mut flow = Flow::Continue;
         loop {
@@ -470,8 +475,14 @@ impl Connection {
         let repl = shared.repl.get();
         let mut wake = false;
         if let Some(repl) = repl {
-            self.ticket = repl.ticket(&st);
             wake = st.ks.effects.as_ref().is_some_and(|fx| !fx.is_empty());
+            // Replies that show data wait for what they could have seen to commit; a batch
+            // of only INFO, PING, CLIENT, RAFT INFO and the like answers at once (so an
+            // operator can look at a leader that cannot commit).
+            let recorded = st.ks.effects.as_ref().map_or(0, |fx| fx.len()) != recorded_before;
+            if std::mem::take(&mut self.batch_touched) || recorded {
+                self.ticket = repl.ticket(&st);
+            }
         }
         let events = std::mem::take(&mut st.ks.events);
         drop(st);
@@ -619,6 +630,11 @@ impl Connection {
                     _ => spec,
                 };
                 self.conn.info.last_cmd.store(cmd::spec_id(shown) as u32, Ordering::Relaxed);
+                if shown.flags & (flags::READONLY | flags::WRITE) != 0
+                    || matches!(spec.name, "eval" | "evalsha" | "fcall" | "exec" | "publish")
+                {
+                    self.batch_touched = true;
+                }
                 if spec.flags & flags::READONLY != 0 && st.repl.leader_epoch != 0 {
                     self.read_barrier = true;
                 }
@@ -724,7 +740,10 @@ impl Connection {
     }
 
     fn paused_for(&self, spec: &Spec) -> bool {
-        if self.shared.write_hold.load(Ordering::Acquire) && (spec.is_write() || spec.name == "exec") {
+        if (spec.is_write() || spec.name == "exec")
+            && (self.shared.write_hold.load(Ordering::Acquire)
+                || self.shared.repl.get().is_some_and(|r| r.backlog_full()))
+        {
             return true;
         }
         if !self.shared.pause_set.load(Ordering::Relaxed) {
@@ -742,6 +761,11 @@ impl Connection {
     }
 
     async fn wait_unpaused(&mut self) {
+        // A leader with too many writes waiting for their commit: wait for the log to catch
+        // up (or for the leadership to end, which resets the count).
+        while self.shared.repl.get().is_some_and(|r| r.backlog_full()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         while self.shared.write_hold.load(Ordering::Acquire) {
             let notified = self.shared.unpaused.notified();
             if !self.shared.write_hold.load(Ordering::Acquire) {

@@ -79,7 +79,7 @@ fn raft(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
         let idx = |l: Option<openraft::LogId<u64>>| l.map_or(0, |l| l.index);
         let _ = write!(
             s,
-            "node_id:{}\r\nrole:{}\r\nleader_id:{}\r\nleader_addr:{}\r\nterm:{}\r\ncommit_index:{}\r\napplied_index:{}\r\nlast_log_index:{}\r\nsnapshot_index:{}\r\npurged_index:{}\r\nmembers:{}\r\nlearners:{}\r\n",
+            "node_id:{}\r\nrole:{}\r\nleader_id:{}\r\nleader_addr:{}\r\nterm:{}\r\ncommit_index:{}\r\napplied_index:{}\r\nlast_log_index:{}\r\nsnapshot_index:{}\r\npurged_index:{}\r\nmembers:{}\r\nlearners:{}\r\nuncommitted_ops:{}\r\n",
             m.id,
             role,
             m.current_leader.map_or(String::new(), |l| l.to_string()),
@@ -94,6 +94,7 @@ fn raft(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
             idx(m.purged),
             voters.join(","),
             learners.join(","),
+            repl.uncommitted(),
         );
         ctx.out.verbatim("txt", s.as_bytes());
         return Ok(());

@@ -158,8 +158,9 @@ async fn run_forwarded(shared: &Arc<Shared>, body: &[u8]) -> Result<Vec<u8>, u8>
         tracing::warn!(age_ms = crate::keyspace::now_ms() - f.sent_ms, "refusing a forwarded write sent too long ago");
         return Err(STALE);
     }
-    // A snapshot's write hold applies to forwarded writes as to local ones.
-    while !reads && shared.write_hold.load(Ordering::Acquire) {
+    // A snapshot's write hold applies to forwarded writes as to local ones, and so does the
+    // bound on uncommitted operations.
+    while !reads && (shared.write_hold.load(Ordering::Acquire) || repl.backlog_full()) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let (reply, ticket) = {

@@ -42,6 +42,11 @@ const MAX_IN_FLIGHT: usize = 1;
 /// (a leader without a majority cannot commit; its clients should go elsewhere).
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many operations a leader may hold recorded but uncommitted before new writes wait
+/// (a healthy leader commits within milliseconds: even 50 clients pipelining 16 writes each
+/// keep under a thousand in flight).
+pub const MAX_UNCOMMITTED_OPS: u64 = 100_000;
+
 /// A point in the stream of recorded operations: the `seq`-th op of leadership `epoch`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ticket {
@@ -128,6 +133,18 @@ impl Replicator {
         let t = st.repl.watermark(fx);
         self.recorded.store(t.seq, Ordering::Relaxed);
         t
+    }
+
+    /// Operations recorded in this leadership and not yet committed. A leader cut off from
+    /// its majority keeps recording the writes it runs until their clients give up; past
+    /// [`MAX_UNCOMMITTED_OPS`] new writes wait instead (see `conn`), so that backlog, and
+    /// the memory it holds, stays bounded.
+    pub fn uncommitted(&self) -> u64 {
+        self.recorded.load(Ordering::Relaxed).saturating_sub(self.commit_tx.borrow().seq)
+    }
+
+    pub fn backlog_full(&self) -> bool {
+        self.uncommitted() > MAX_UNCOMMITTED_OPS
     }
 
     /// A ticket for output produced by other connections (served blocked pops, pushes).
