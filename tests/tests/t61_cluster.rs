@@ -123,7 +123,7 @@ fn writes_on_any_node_replicate_and_survive_leader_failover() {
 }
 
 #[test]
-fn grow_from_one_node_to_three_and_shrink_back() {
+fn grow_from_one_node_to_three_and_shrink_back_under_load() {
     let dir = TempDir::new("redoubt-t61g");
     let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let raft: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
@@ -141,6 +141,29 @@ fn grow_from_one_node_to_three_and_shrink_back() {
         assert_eq!(c1.cmd(&["SET", &format!("before-{i}"), "x"]), Value::Simple(b"OK".to_vec()));
     }
     assert_eq!(raft_info(&mut c1)["members"], "1");
+
+    // Under load: a client keeps incrementing a counter on node 1 through every membership
+    // change; each acknowledged INCR must be there at the end, on every member.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, addr) = (stop.clone(), n1.addr);
+        std::thread::spawn(move || {
+            let mut c = redoubt_tests::Conn::connect(addr);
+            let (mut acked, mut tried) = (0i64, 0i64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tried += 1;
+                match c.try_cmd(&["INCR", "load"]) {
+                    Ok(Value::Int(n)) => {
+                        acked += 1;
+                        assert!(n >= acked && n <= tried, "INCR answered {n} after {acked} acks of {tried}");
+                    }
+                    other => panic!("INCR during a membership change: {other:?}"),
+                }
+            }
+            acked
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
 
     let n2 = start(1, &["--join", "yes"]);
     let n3 = start(2, &["--join", "yes"]);
@@ -166,6 +189,13 @@ fn grow_from_one_node_to_three_and_shrink_back() {
     assert_eq!(c1.cmd(&["SET", "shrunk", "yes"]), Value::Simple(b"OK".to_vec()));
     assert_eq!(get(&mut n2.conn(), "shrunk").as_deref(), Some("yes"));
     assert!(matches!(c1.cmd(&["RAFT", "TRANSFER-LEADER", "2"]), Value::Error(e) if e.contains("openraft 0.9")));
+
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().unwrap();
+    assert!(acked > 0);
+    assert_eq!(get(&mut c1, "load"), Some(acked.to_string()), "every acknowledged INCR, once");
+    wait_value(&n2, "load", &acked.to_string(), Duration::from_secs(10));
 }
 
 #[test]
