@@ -620,9 +620,24 @@ impl Connection {
                             .as_ref()
                             .is_some_and(|q| q.iter().any(|a| cmd::lookup(&a[0]).is_some_and(|s| s.is_write())))
                     {
-                        self.conn.multi = None;
-                        out.error("READONLY You can't write against a read only replica. (MULTI with writes must run on the leader)");
-                        return Flow::Continue;
+                        // A transaction that writes runs on the leader, whole: the queue goes
+                        // there as one forwarded write.
+                        let queue = self.conn.multi.take().unwrap_or_default();
+                        let aborted = std::mem::take(&mut self.conn.multi_error);
+                        let watched = !self.conn.watched.is_empty();
+                        self.conn.info.in_multi.store(false, Ordering::Relaxed);
+                        self.conn.unwatch(&mut st.ks);
+                        if aborted {
+                            out.error("EXECABORT Transaction discarded because of previous errors.");
+                            return Flow::Continue;
+                        }
+                        if watched {
+                            // This node's view of the watched keys trails the leader's: it
+                            // cannot vouch that they are unchanged where the writes run.
+                            out.error("ERR WATCH with a transaction that writes is not supported on a follower; send it to the leader");
+                            return Flow::Continue;
+                        }
+                        return Flow::Forward(cmd::tx::encode_forwarded(&queue));
                     }
                 }
                 let shown = match (spec.subcommands.is_empty(), argv.get(1)) {

@@ -386,3 +386,36 @@ fn an_isolated_leader_bounds_its_uncommitted_backlog() {
     let mut c = cl.conn(new_leader);
     assert_eq!(c.cmd(&["SET", "after", "heal"]), Value::Simple(b"OK".to_vec()));
 }
+
+/// MULTI/EXEC with writes on a follower (what redis-py's default pipeline sends) runs on
+/// the leader as one atomic, exactly-once unit; WATCH with writes there is refused.
+#[test]
+fn a_transaction_on_a_follower_runs_on_the_leader() {
+    let cl = Cluster::start("redoubt-t61-multi");
+    let leader = cl.leader(Duration::from_secs(20));
+    let mut f = cl.conn((leader + 1) % 3);
+    let replies = f
+        .pipeline(&[
+            vec!["MULTI"],
+            vec!["SET", "a", "1"],
+            vec!["INCR", "n"],
+            vec!["RPUSH", "l", "x", "y"],
+            vec!["GET", "a"],
+            vec!["INCR", "a"],
+            vec!["EXEC"],
+        ])
+        .unwrap();
+    assert_eq!(replies[6].render(), r#"[+OK, :1, :2, "1", :2]"#, "{replies:?}");
+    let mut l = cl.conn(leader);
+    assert_eq!(get(&mut l, "a").as_deref(), Some("2"));
+    cl.wait_value((leader + 2) % 3, "a", "2", Duration::from_secs(10));
+    // A queueing error aborts it, as anywhere.
+    let replies = f.pipeline(&[vec!["MULTI"], vec!["SET", "a"], vec!["SET", "a", "3"], vec!["EXEC"]]).unwrap();
+    assert!(matches!(&replies[3], Value::Error(e) if e.starts_with("EXECABORT")), "{replies:?}");
+    // A run-time error inside does not stop the rest.
+    let replies = f.pipeline(&[vec!["MULTI"], vec!["LPUSH", "a", "z"], vec!["SET", "b", "1"], vec!["EXEC"]]).unwrap();
+    assert!(replies[3].render().contains("WRONGTYPE") && replies[3].render().ends_with("+OK]"), "{replies:?}");
+    let replies = f.pipeline(&[vec!["WATCH", "a"], vec!["MULTI"], vec!["SET", "a", "4"], vec!["EXEC"]]).unwrap();
+    assert!(matches!(&replies[3], Value::Error(e) if e.contains("WATCH")), "{replies:?}");
+    assert_eq!(get(&mut l, "a").as_deref(), Some("2"));
+}

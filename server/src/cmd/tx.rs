@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
+use super::args;
 use super::flags::*;
 use super::{BlockMode, CmdError, CmdResult, Ctx, Spec};
 use crate::keyspace::Blob;
@@ -61,6 +62,13 @@ fn exec(ctx: &mut Ctx, _argv: &[Bytes]) -> CmdResult {
         ctx.out.null_array();
         return Ok(());
     }
+    run_queue(ctx, queue)
+}
+
+/// Runs a transaction's queued commands as one atomic step: EXEC's reply array. Also what a
+/// leader runs for a transaction a follower forwarded (see [`forwarded`]).
+pub fn run_queue(ctx: &mut Ctx, queue: Vec<Vec<Bytes>>) -> CmdResult {
+    let now = ctx.ks.now_ms;
     // Memory may have run out since the commands were queued.
     let grows = queue.iter().any(|a| super::lookup(&a[0]).is_some_and(|s| s.flags & DENYOOM != 0));
     if grows {
@@ -91,6 +99,39 @@ fn exec(ctx: &mut Ctx, _argv: &[Bytes]) -> CmdResult {
         ctx.ks.now_ms = now;
     }
     Ok(())
+}
+
+/// The first argument of a transaction a follower forwards to the leader: the queue
+/// travels as one forwarded write (so it runs once, atomically, and replicates as one
+/// entry), each command as its length then its arguments.
+pub const FORWARDED_EXEC: &[u8] = b"\0exec";
+
+/// A queue as the arguments of a forwarded transaction.
+pub fn encode_forwarded(queue: &[Vec<Bytes>]) -> Vec<Bytes> {
+    let mut argv = vec![Bytes::from_static(FORWARDED_EXEC)];
+    for cmd in queue {
+        argv.push(Bytes::from(cmd.len().to_string()));
+        argv.extend(cmd.iter().cloned());
+    }
+    argv
+}
+
+/// Runs a forwarded transaction on the leader (`argv` as [`encode_forwarded`] made it).
+pub fn forwarded(ctx: &mut Ctx, argv: &[Bytes]) -> CmdResult {
+    let mut queue = Vec::new();
+    let mut rest = &argv[1..];
+    while let Some((n, tail)) = rest.split_first() {
+        let n = args::s(n).parse::<usize>().ok().filter(|&n| n >= 1 && n <= tail.len());
+        let Some(n) = n else { return Err(CmdError::Static("ERR malformed forwarded transaction")) };
+        let cmd = tail[..n].to_vec();
+        match super::lookup(&cmd[0]) {
+            Some(spec) if spec.arity_ok(cmd.len()) => {}
+            _ => return Err(CmdError::Static("ERR malformed forwarded transaction")),
+        }
+        queue.push(cmd);
+        rest = &tail[n..];
+    }
+    run_queue(ctx, queue)
 }
 
 fn discard(ctx: &mut Ctx, _argv: &[Bytes]) -> CmdResult {

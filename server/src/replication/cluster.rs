@@ -192,6 +192,13 @@ async fn run_forwarded(shared: &Arc<Shared>, body: &[u8]) -> Result<Vec<u8>, u8>
                         crate::conn::call(&mut ctx, spec, &f.argv);
                     }
                     Some(spec) => out.error(cmd::err::wrong_args(spec.name).text()),
+                    None if f.argv[0] == cmd::tx::FORWARDED_EXEC && f.db < st.ks.dbs.len() => {
+                        st.ks.now_ms = now;
+                        let mut ctx = Ctx::detached(&mut st.ks, shared, &mut out, f.db, 0);
+                        if let Err(e) = cmd::tx::forwarded(&mut ctx, &f.argv) {
+                            out.error(e.text());
+                        }
+                    }
                     None => out.error(&cmd::unknown_command_error(&f.argv)),
                 }
                 let reply = out.buf.to_vec();
