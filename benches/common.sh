@@ -54,11 +54,17 @@ build_redoubt() {  # sets REDOUBT_BIN
 # and B_PORT/B_PID (redis-server). Logs go to $WORK.
 start_servers() {
     WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/redoubt-bench.XXXXXX")}
-    A_PORT=$(free_port)
-    (cd "$WORK" && exec "$REDOUBT_BIN" --port "$A_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-        ${REDOUBT_ARGS:-} >"$WORK/redoubt.log" 2>&1) &
-    A_PID=$!
-    PIDS+=("$A_PID")
+    if [ -n "${REDOUBT_PORT:-}" ]; then
+        # A redoubt someone else started (benches/cluster.sh: a cluster's leader).
+        A_PORT=$REDOUBT_PORT
+        A_PID=external
+    else
+        A_PORT=$(free_port)
+        (cd "$WORK" && exec "$REDOUBT_BIN" --port "$A_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+            ${REDOUBT_ARGS:-} >"$WORK/redoubt.log" 2>&1) &
+        A_PID=$!
+        PIDS+=("$A_PID")
+    fi
     B_PORT=$(free_port)
     (cd "$WORK" && exec "${REDIS_SERVER:-redis-server}" --port "$B_PORT" --bind 127.0.0.1 --save '' \
         --appendonly no --daemonize no --logfile '' ${REDIS_ARGS:-} >"$WORK/redis.log" 2>&1) &

@@ -22,7 +22,8 @@
 #   --no-build  use target/release/redoubt as it is (or $REDOUBT_BIN)
 #   --keep      keep the raw results directory
 #   -h          this help
-# Environment: REDOUBT_BIN, REDIS_SERVER, REDOUBT_ARGS / REDIS_ARGS (extra server flags).
+# Environment: REDOUBT_BIN, REDIS_SERVER, REDOUBT_ARGS / REDIS_ARGS (extra server flags),
+#   REDOUBT_PORT (measure a redoubt already running there; benches/cluster.sh uses it).
 # Exit status: 0 ok, 1 a run reported errors, 2 usage or setup error.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
