@@ -112,16 +112,7 @@ fn eval_generic(ctx: &mut Ctx, argv: &[Bytes], by_sha: bool, read_only: bool) ->
 /// Runs a script or function (the engine's lock held by the caller).
 pub fn run_script(ctx: &mut Ctx, engine: &mut script::Engine, run: &Run) -> CmdResult {
     let dog = &ctx.srv.script_dog;
-    // On a multi-threaded runtime the script runs with this worker's other duties (its
-    // queued tasks, polling sockets) handed to another thread: a long script must not stall
-    // unrelated connections, BUSY replies or the cluster's heartbeats.
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if multi_thread {
-        tokio::task::block_in_place(|| engine.run(ctx, run, dog))
-    } else {
-        engine.run(ctx, run, dog)
-    }
+    engine.run(ctx, run, dog)
 }
 
 const HELP: &[&str] = &[
