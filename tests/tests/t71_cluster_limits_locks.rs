@@ -219,7 +219,9 @@ struct Event {
 ///   the first time it was seen;
 /// * no two acquisitions share a token;
 /// * if acquisition X was done before acquisition Y was sent, X's token < Y's token.
-fn check_tokens(attempts: &[Attempt], seen: &[Seen]) -> Vec<Event> {
+///
+/// The first violation is the error.
+fn check_tokens(attempts: &[Attempt], seen: &[Seen]) -> Result<Vec<Event>, String> {
     let by_owner: HashMap<&str, &Attempt> = attempts.iter().map(|a| (a.owner.as_str(), a)).collect();
     let mut events: HashMap<String, Event> = HashMap::new();
     for a in attempts {
@@ -228,10 +230,15 @@ fn check_tokens(attempts: &[Attempt], seen: &[Seen]) -> Vec<Event> {
         }
     }
     for s in seen {
-        let a = by_owner.get(s.owner.as_str()).unwrap_or_else(|| panic!("LOCK.INFO named a stranger: {s:?}"));
+        let a = by_owner.get(s.owner.as_str()).ok_or_else(|| format!("LOCK.INFO named a stranger: {s:?}"))?;
         match &a.outcome {
-            Acquire::Token(t) => assert_eq!(*t, s.token, "{} was acknowledged token {t} but seen with {s:?}", a.owner),
-            Acquire::Held | Acquire::NotRun(_) => panic!("a refused acquisition holds the lock: {a:?}, seen {s:?}"),
+            Acquire::Token(t) if *t != s.token => {
+                return Err(format!("{} was acknowledged token {t} but seen with {s:?}", a.owner));
+            }
+            Acquire::Token(_) => {}
+            Acquire::Held | Acquire::NotRun(_) => {
+                return Err(format!("a refused acquisition holds the lock: {a:?}, seen {s:?}"));
+            }
             Acquire::Unknown => {
                 let e = events.entry(a.owner.clone()).or_insert(Event {
                     owner: a.owner.clone(),
@@ -239,7 +246,9 @@ fn check_tokens(attempts: &[Attempt], seen: &[Seen]) -> Vec<Event> {
                     sent: a.sent,
                     done: s.done,
                 });
-                assert_eq!(e.token, s.token, "{} seen with two tokens", a.owner);
+                if e.token != s.token {
+                    return Err(format!("{} seen with tokens {} and {}", a.owner, e.token, s.token));
+                }
                 e.done = e.done.min(s.done);
             }
         }
@@ -247,9 +256,11 @@ fn check_tokens(attempts: &[Attempt], seen: &[Seen]) -> Vec<Event> {
     let events: Vec<Event> = events.into_values().collect();
     let mut holders: HashMap<i64, &str> = HashMap::new();
     for e in &events {
-        assert!(e.token >= 1, "{e:?}");
+        if e.token < 1 {
+            return Err(format!("a token below 1: {e:?}"));
+        }
         if let Some(other) = holders.insert(e.token, &e.owner) {
-            panic!("token {} handed to {other} and to {}", e.token, e.owner);
+            return Err(format!("token {} handed to {other} and to {}", e.token, e.owner));
         }
     }
     // Real-time order: sorted by completion, the largest token among the events completed
@@ -268,13 +279,14 @@ fn check_tokens(attempts: &[Attempt], seen: &[Seen]) -> Vec<Event> {
         let before = by_done.partition_point(|x| x.done < y.sent);
         if before > 0 {
             let x = prefix_max[before - 1];
-            assert!(
-                x.token < y.token,
-                "token went backwards: {x:?} was done before {y:?} was sent (times in µs since the start)"
-            );
+            if x.token >= y.token {
+                return Err(format!(
+                    "token went backwards: {x:?} was done before {y:?} was sent (times in µs since the start)"
+                ));
+            }
         }
     }
-    events
+    Ok(events)
 }
 
 #[test]
@@ -342,7 +354,7 @@ fn lock_tokens_stay_monotonic_across_a_leader_kill() {
         std::thread::sleep(Duration::from_millis(50));
     };
 
-    let events = check_tokens(&attempts, &seen);
+    let events = check_tokens(&attempts, &seen).unwrap_or_else(|e| panic!("{e}"));
     let max_seen = events.iter().map(|e| e.token).max().unwrap();
     assert_eq!(final_token, max_seen, "the last acquisition has the largest token");
     // Every token from 1 to the last was handed to someone: either to an acquisition we
@@ -699,13 +711,11 @@ fn token_checker_catches_what_it_should() {
         attempt("e", 70, 1_000, Unknown),
         attempt("f", 2_000, 2_010, Token(5)),
     ];
-    let events = check_tokens(&ok, &[seen("e", 4, 80), seen("b", 3, 41)]);
+    let events = check_tokens(&ok, &[seen("e", 4, 80), seen("b", 3, 41)]).unwrap();
     assert_eq!(events.iter().find(|e| e.owner == "e").map(|e| (e.token, e.done)), Some((4, 80)));
     assert_eq!(events.len(), 5);
 
-    let fails = |attempts: Vec<Attempt>, observed: Vec<Seen>| {
-        std::panic::catch_unwind(move || check_tokens(&attempts, &observed)).is_err()
-    };
+    let fails = |attempts: Vec<Attempt>, observed: Vec<Seen>| check_tokens(&attempts, &observed).is_err();
     // Backwards in real time.
     assert!(fails(vec![attempt("a", 0, 10, Token(2)), attempt("b", 20, 30, Token(1))], vec![]));
     // A ghost (no reply, seen later) whose token is below one acknowledged before it was sent.
