@@ -82,14 +82,15 @@ def test_lock_acquire_extend_reacquire_release(rec):
     assert lock.locked() and lock.owned()
     token = rec.get("resource")
     assert token and len(token) == 32, token  # uuid1().hex, stored by SET NX PX
-    assert 9_000 < rec.pttl("resource") <= 10_000
+    # Bounds loose enough for a slow machine: each holds if the steps take under 5 s.
+    assert 5_000 < rec.pttl("resource") <= 10_000
 
     # extend: adds to the remaining time (EVALSHA fails with NOSCRIPT after the flush, then
     # redis-py loads the script and calls EVALSHA again).
     rec.sent.clear()
     assert lock.extend(5) is True
     assert rec.sent == ["EVALSHA", "SCRIPT LOAD", "EVALSHA"], rec.sent
-    assert 14_000 < rec.pttl("resource") <= 15_000
+    assert 10_000 < rec.pttl("resource") <= 15_000
     # replace_ttl: the lease becomes exactly the new time; the script is cached now.
     rec.sent.clear()
     assert lock.extend(2, replace_ttl=True) is True
