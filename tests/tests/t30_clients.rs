@@ -3,7 +3,8 @@
 //! * `redis-cli`: plain commands in raw, formatted and RESP3 (`-3`) output, `--scan`,
 //!   `--bigkeys`, `--pipe` with a generated protocol file;
 //! * `redis-benchmark`: the default suite, small (`-n 2000 -q`), with no error line;
-//! * redis-py 8 (RESP3 by default): `tests/py/test_redis_py.py` run by pytest, with the
+//! * redis-py 8 (RESP3 by default): every `tests/py/test_*.py` (the commands, the native
+//!   commands, `redis.lock.Lock` and other script-based clients) run by pytest, with the
 //!   port of an in-process redoubt (and of the oracle) in the environment.
 //!
 //! Each check runs against redoubt and, when it is installed, against redis-server too: the

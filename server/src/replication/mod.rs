@@ -453,7 +453,16 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
                 (id, redoubt_raft::NodeAddr { raft_addr: addr.clone(), client_addr: client })
             })
             .collect::<BTreeMap<_, _>>();
-        raft.initialize(nodes).await?;
+        match raft.initialize(nodes).await {
+            Ok(()) => {}
+            // The raft listener is already up: peers that started first may have elected a
+            // leader that reached this node between the check above and here, so it is
+            // initialized by replication, with the membership every member proposes.
+            Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(e))) => {
+                tracing::info!(%e, "initialized by a peer before proposing the membership");
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     let (commit_tx, _) = watch::channel(Ticket::default());
     let repl = Arc::new(Replicator {
