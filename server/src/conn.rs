@@ -240,24 +240,6 @@ impl Connection {
                     continue;
                 }
                 Flow::Admin(argv) if argv[0].eq_ignore_ascii_case(b"wait") => {
-                    let leader = self.shared.repl.get().is_some_and(|r| r.raft.metrics().borrow().state.is_leader());
-                    if !leader {
-                        // A follower's writes went to the leader: it counts the replicas.
-                        let r = crate::replication::cluster::forward(
-                            &self.shared,
-                            self.conn.db,
-                            self.conn.resp3,
-                            self.conn.id,
-                            &argv,
-                        )
-                        .await;
-                        match r {
-                            Ok(reply) => out.raw(&reply),
-                            Err(Some(e)) => out.error(&e),
-                            Err(None) => return Ok(()),
-                        }
-                        continue;
-                    }
                     match crate::replication::cluster::wait_replicas(&self.shared, &argv).await {
                         Ok(n) => out.int(n),
                         Err(e) => out.error(&e),
@@ -581,9 +563,10 @@ impl Connection {
             }
             Ok(None) => {
                 let spec = spec.expect("checked");
-                // WAIT in a cluster counts replicas as they catch up: answered asynchronously.
+                // WAIT in a cluster counts replicas as they catch up: answered asynchronously,
+                // by the leader (a follower's writes went there: it forwards WAIT too).
                 if spec.name == "wait" && self.conn.multi.is_none() && shared.repl.get().is_some_and(|r| r.clustered) {
-                    return Flow::Admin(argv);
+                    return if st.repl.leader_epoch != 0 { Flow::Admin(argv) } else { Flow::Forward(argv) };
                 }
                 if spec.name == "raft"
                     && argv.get(1).is_some_and(|s| {
