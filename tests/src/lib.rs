@@ -62,8 +62,25 @@ pub fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|f| f.is_file())
 }
 
-/// A port that was free a moment ago (bind `127.0.0.1:0`, read it, release it).
+/// A port that was free a moment ago, for a server a test starts as a child process.
+///
+/// Taken below Linux's ephemeral range (32768-60999), where the kernel never hands out
+/// ports itself: a port from `bind 127.0.0.1:0`, released and given to a child, could be
+/// taken meanwhile as the local port of some other test's outgoing connection (seen as
+/// "Address already in use" at a node's start when cluster tests ran side by side). Each
+/// test process walks its own pid-seeded sequence, skipping ports in use.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 32_768 - LOW;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7_919);
+    for _ in 0..SPAN {
+        let port = (LOW + (seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(97))) % SPAN) as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     let l = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local addr").port()
 }
