@@ -628,8 +628,10 @@ impl Connection {
                     _ => spec,
                 };
                 self.conn.info.last_cmd.store(cmd::spec_id(shown) as u32, Ordering::Relaxed);
-                if shown.flags & (flags::READONLY | flags::WRITE) != 0
-                    || matches!(spec.name, "eval" | "evalsha" | "fcall" | "exec" | "publish")
+                // (Decided once per batch: later commands skip the test.)
+                if !self.batch_touched
+                    && (shown.flags & (flags::READONLY | flags::WRITE) != 0
+                        || matches!(spec.name, "eval" | "evalsha" | "fcall" | "exec" | "publish"))
                 {
                     self.batch_touched = true;
                 }

@@ -102,6 +102,9 @@ pub struct Replicator {
     /// The frontier (seq of the last recorded op in the current epoch), readable without
     /// the keyspace lock: a safe over-estimate for replies produced outside a batch.
     recorded: AtomicU64,
+    /// The committed frontier's seq (`commit_tx`'s), readable without a lock: every write
+    /// checks the backlog bound against it.
+    committed: AtomicU64,
     /// True while this node is the only voter: a batch flushed here is committed.
     sole_voter: std::sync::atomic::AtomicBool,
     /// Set (for good) before this node proposes new voters: from then on commits come only
@@ -140,7 +143,13 @@ impl Replicator {
     /// [`MAX_UNCOMMITTED_OPS`] new writes wait instead (see `conn`), so that backlog, and
     /// the memory it holds, stays bounded.
     pub fn uncommitted(&self) -> u64 {
-        self.recorded.load(Ordering::Relaxed).saturating_sub(self.commit_tx.borrow().seq)
+        self.recorded.load(Ordering::Relaxed).saturating_sub(self.committed.load(Ordering::Relaxed))
+    }
+
+    /// Changes the committed frontier (publishing it when `f` says it changed).
+    fn update_commit(&self, f: impl FnOnce(&mut Ticket) -> bool) {
+        self.commit_tx.send_if_modified(f);
+        self.committed.store(self.commit_tx.borrow().seq, Ordering::Relaxed);
     }
 
     pub fn backlog_full(&self) -> bool {
@@ -235,7 +244,7 @@ async fn proposer(shared: Arc<Shared>, repl: Arc<Replicator>) {
                 let (t, _) = in_flight.pop_front().expect("non-empty");
                 match res {
                     Ok(Ok(_)) => {
-                        repl.commit_tx.send_if_modified(|c| {
+                        repl.update_commit(|c| {
                             let newer = c.epoch == t.epoch && c.seq < t.seq;
                             if newer {
                                 c.seq = t.seq;
@@ -316,7 +325,10 @@ fn step_down(shared: &Shared, repl: &Replicator) {
     // What this state holds of the ending epoch; its entries, when openraft applies them
     // here, are skipped.
     st.repl.applied = have;
-    repl.commit_tx.send_modify(|c| c.epoch = 0);
+    repl.update_commit(|c| {
+        c.epoch = 0;
+        true
+    });
     if clean {
         tracing::info!(node = repl.node_id, "no longer leading; following");
         return;
@@ -355,7 +367,10 @@ pub fn begin_epoch(shared: &Shared, repl: &Replicator) {
     st.ks.effects = Some(Vec::new());
     st.ks.replica = false;
     repl.recorded.store(0, Ordering::Relaxed);
-    repl.commit_tx.send_modify(|c| *c = Ticket { epoch, seq: 0 });
+    repl.update_commit(|c| {
+        *c = Ticket { epoch, seq: 0 };
+        true
+    });
     tracing::info!(epoch, node = repl.node_id, "leading; accepting writes");
 }
 
@@ -408,7 +423,7 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
         }
         if let Some(last) = codec::batch_last(payload) {
             let last = Ticket { epoch: last.0, seq: last.1 };
-            repl.commit_tx.send_if_modified(|c| {
+            repl.update_commit(|c| {
                 let newer = c.epoch == last.epoch && c.seq < last.seq;
                 if newer {
                     c.seq = last.seq;
@@ -477,6 +492,7 @@ pub async fn start(shared: Arc<Shared>, client_addr: String) -> anyhow::Result<(
         wake: Notify::new(),
         commit_tx,
         recorded: AtomicU64::new(0),
+        committed: AtomicU64::new(0),
         sole_voter: std::sync::atomic::AtomicBool::new(false),
         grown: std::sync::atomic::AtomicBool::new(false),
         ack_on_execute: std::sync::atomic::AtomicBool::new(false),

@@ -131,9 +131,18 @@ pub struct Run<'a> {
 
 const SANDBOX: &str = r##"
 local real, readonly_error = ...
-local function protect(t, name)
+-- Raised from an __index function (level 3: the code that read the name).
+local function no_global(k)
+  error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 3)
+end
+-- A read-only view of `t`; with `strict`, reading a missing name is an error too.
+local function protect(t, strict)
   return setmetatable({}, {
-    __index = t,
+    __index = strict and function(_, k)
+      local v = t[k]
+      if v == nil then no_global(k) end
+      return v
+    end or t,
     __newindex = function() error("Attempt to modify a readonly table", 2) end,
     __metatable = false,
   })
@@ -142,11 +151,11 @@ end
 setmetatable(real, {
   __index = function(_, k)
     if k == "loadstring" then return nil end
-    error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+    no_global(k)
   end,
   __metatable = false,
 })
-local env = protect(real, "_G")
+local env = protect(real)
 for _, lib in ipairs({"redis", "string", "table", "math", "bit", "cjson", "struct", "cmsgpack"}) do
   rawset(real, lib, protect(rawget(real, lib)))
 end
@@ -220,19 +229,6 @@ end
 -- EVAL-only parts of `redis`.
 local pairs, type, tostring, error, select = pairs, type, tostring, error, select
 local find = string.find
-local function strict(t)
-  return setmetatable({}, {
-    __index = function(_, k)
-      local v = t[k]
-      if v == nil then
-        error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
-      end
-      return v
-    end,
-    __newindex = function() error("Attempt to modify a readonly table", 2) end,
-    __metatable = false,
-  })
-end
 local fredis = {}
 for k, v in pairs(redis) do fredis[k] = v end
 fredis.replicate_commands, fredis.breakpoint, fredis.debug = nil, nil, nil
@@ -300,7 +296,7 @@ end
 local load_redis = { register_function = register_function, log = redis.log,
   REDIS_VERSION = redis.REDIS_VERSION, REDIS_VERSION_NUM = redis.REDIS_VERSION_NUM }
 for _, k in pairs({ "LOG_DEBUG", "LOG_VERBOSE", "LOG_NOTICE", "LOG_WARNING" }) do load_redis[k] = redis[k] end
-local load_api = { redis = strict(load_redis) }
+local load_api = { redis = protect(load_redis, true) }
 
 local loading = false
 local lib_env
@@ -318,9 +314,7 @@ lib_env = setmetatable({}, {
     elseif k ~= "KEYS" and k ~= "ARGV" then
       v = rawget(real, k)
     end
-    if v == nil then
-      error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
-    end
+    if v == nil then no_global(k) end
     return v
   end,
   __newindex = function() error("Attempt to modify a readonly table", 2) end,
