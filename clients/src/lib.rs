@@ -7,6 +7,13 @@
 //! harness use it to talk to redoubt nodes; it depends only on `redoubt-protocol`, whose
 //! `client_codec` parses replies with the `redis-protocol` crate. Typed helpers for the native
 //! commands (rate limits, locks) and node failover will be added with those features.
+//!
+//! Two shapes: [`Client`] is one connection used by one task (tests, tools); [`Shared`] is a
+//! cloneable handle that many tasks share, pipelining their commands over one connection and
+//! moving to another node when one fails (services such as the gateway).
+
+mod shared;
+pub use shared::{Script, Shared};
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

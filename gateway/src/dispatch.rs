@@ -1,0 +1,257 @@
+//! From the queue to a vendor, and receipts back into the store.
+//!
+//! The dispatcher leases queued ids in batches as the vendors' windows free up (a lease is
+//! the id on `gw:inflight:{pod}`), sends each along its route's vendors in failover order,
+//! and ends the lease when a vendor accepts or when the gateway gives up and makes a failure
+//! receipt. A pod that dies leaves its leases; every pod heartbeats into `gw:pods`, and any
+//! pod that sees a heartbeat lapse puts the dead pod's leases back on the queue. That makes
+//! delivery at-least-once: only messages in flight at a crash can reach a vendor twice, at
+//! most a window's worth per vendor.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusmpp::pdus::DeliverSm;
+use rusmpp::CommandStatus;
+use tokio::sync::Semaphore;
+
+use crate::messages::{strings, Queued, Routing, PODS};
+use crate::receipts::{wanted, CustomerReceipt, VendorReceipt};
+use crate::store::{now_ms, Result};
+use crate::vendor::Sent;
+use crate::Gateway;
+
+/// Messages one pod holds leased at most.
+const MAX_LEASED: usize = 4096;
+const POD_LEASE: Duration = Duration::from_secs(5);
+
+pub async fn run(gw: Arc<Gateway>) {
+    // Leases this pod held before a restart go back first.
+    match gw.store.reclaim(&gw.pod).await {
+        Ok(n) if n > 0 => tracing::info!(n, "requeued messages leased before a restart"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not requeue old leases"),
+    }
+    let _ = gw.store.reclaim_receipts(&gw.pod).await;
+    let leased = Arc::new(Semaphore::new(MAX_LEASED));
+    loop {
+        let room = gw.vendors.free_window().min(leased.available_permits()).min(256);
+        if room == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        let ids = match gw.store.take(&gw.pod, room).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "queue unavailable");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        if ids.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        for id in ids {
+            let Ok(permit) = leased.clone().acquire_owned().await else { return };
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                send(&gw, &id).await;
+                drop(permit);
+            });
+        }
+        // Let the connectors take up what was just leased before measuring room again.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Sends one leased message; returns when it is with a vendor or finally failed.
+async fn send(gw: &Gateway, id: &str) {
+    let m = loop {
+        match gw.store.load(id).await {
+            Ok(Some(m)) => break m,
+            Ok(None) => {
+                // Expired (past the message TTL) or never written: nothing to send.
+                let _ = gw.store.call(&["LREM", &crate::messages::inflight_key(&gw.pod), "1", id]).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "cannot load a leased message");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let give_up_at = m.accepted_at + gw.settings.undeliverable_after_ms as i64;
+    let mut refused: HashSet<String> = HashSet::new();
+    let mut busy_pause = Duration::from_millis(50);
+    loop {
+        let config = gw.config.get();
+        let Some(route) = config.route(&m.destination) else {
+            fail(gw, &m, "UNDELIV", "no route").await;
+            return;
+        };
+        let usable: Vec<&String> = route
+            .vendors
+            .iter()
+            .filter(|v| !refused.contains(*v) && config.vendors.get(*v).is_some_and(|c| c.enabled))
+            .collect();
+        if usable.is_empty() {
+            fail(gw, &m, "UNDELIV", "no vendor accepted the message").await;
+            return;
+        }
+        let Some(c) = usable.iter().find_map(|v| gw.vendors.get(v).filter(|c| c.is_bound())) else {
+            if now_ms() > give_up_at {
+                fail(gw, &m, "EXPIRED", "no vendor bound before the deadline").await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let started = std::time::Instant::now();
+        match c.submit(&m.body).await {
+            Sent::Accepted(vid) => {
+                gw.metrics.vendor_submits.fetch_add(1, Relaxed);
+                gw.metrics.vendor_latency.observe(started.elapsed().as_secs_f64());
+                let early = loop {
+                    match gw.store.submitted(&gw.pod, &m, &c.id, &vid, gw.settings.message_ttl_ms).await {
+                        Ok(e) => break e,
+                        Err(e) => {
+                            // The vendor has it; keep trying to record that, or its receipt
+                            // will wait in the early list until this succeeds.
+                            tracing::warn!(id = %m.id, error = %e, "cannot record a vendor id yet");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
+                };
+                for raw in early {
+                    if let Some(r) = VendorReceipt::decode(&raw) {
+                        let _ = record_receipt(gw, &c.id, &Routing::of(&m), &r).await;
+                    }
+                }
+                return;
+            }
+            Sent::Busy(status) => {
+                if status == CommandStatus::EsmeRthrottled {
+                    gw.metrics.vendor_throttled.fetch_add(1, Relaxed);
+                }
+                tokio::time::sleep(busy_pause).await;
+                busy_pause = (busy_pause * 2).min(Duration::from_secs(2));
+            }
+            Sent::Refused(status) => {
+                gw.metrics.vendor_errors.fetch_add(1, Relaxed);
+                let _ = gw.store.trail(&m.id, &format!("refused {} 0x{:08x}", c.id, u32::from(status))).await;
+                refused.insert(c.id.clone());
+            }
+            Sent::Lost => {
+                // The link went down mid-request; resend on whatever binds next. (The vendor
+                // may have taken it: this is where duplicates come from.)
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The gateway's own final state for a message no vendor took.
+async fn fail(gw: &Gateway, m: &Queued, state: &str, why: &str) {
+    gw.metrics.failure_receipts.fetch_add(1, Relaxed);
+    let r = VendorReceipt { vid: String::new(), state: state.into(), err: "000".into() };
+    let detail = format!("failed {state} {why}");
+    loop {
+        match record(gw, &Routing::of(m), &r, &detail).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(id = %m.id, error = %e, "cannot record a failure yet");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// A receipt from a vendor: find its message, or hold it until the submit_sm_resp is in.
+pub async fn vendor_receipt(gw: &Gateway, vendor: &str, r: &VendorReceipt) -> Result<()> {
+    let routing = match gw.store.lookup_vid(vendor, &r.vid).await? {
+        Some(x) => x,
+        None => match gw.store.hold_early(vendor, &r.vid, &r.encode(), gw.settings.message_ttl_ms).await? {
+            Some(x) => x,
+            None => {
+                gw.metrics.receipts_early.fetch_add(1, Relaxed);
+                return Ok(());
+            }
+        },
+    };
+    record_receipt(gw, vendor, &routing, r).await
+}
+
+async fn record_receipt(gw: &Gateway, vendor: &str, routing: &Routing, r: &VendorReceipt) -> Result<()> {
+    let detail = format!("receipt {} from {vendor} err:{}", r.state, r.err);
+    if !record(gw, routing, r, &detail).await? {
+        gw.metrics.receipts_duplicate.fetch_add(1, Relaxed);
+    }
+    Ok(())
+}
+
+/// Records a state once and queues the customer's receipt if they asked for one.
+async fn record(gw: &Gateway, routing: &Routing, r: &VendorReceipt, detail: &str) -> Result<bool> {
+    let for_customer = if wanted(routing.registered_delivery, &r.state) {
+        CustomerReceipt {
+            id: routing.id.clone(),
+            state: r.state.clone(),
+            err: r.err.clone(),
+            source: routing.source.clone(),
+            destination: routing.destination.clone(),
+            submitted_ms: routing.accepted_at,
+            done_ms: now_ms(),
+        }
+        .encode()
+    } else {
+        String::new()
+    };
+    gw.store
+        .receipt(&gw.pod, &routing.id, &routing.customer, &r.state, detail, &for_customer, gw.settings.message_ttl_ms)
+        .await
+}
+
+/// A mobile-originated message from a vendor. Routing MO traffic to customers (and to the
+/// onboarding flow) is not built yet; it is kept, bounded, in `gw:mo:unrouted` for an
+/// operator to see, and acknowledged.
+pub async fn mobile_originated(gw: &Gateway, vendor: &str, sm: &DeliverSm) -> CommandStatus {
+    let line = format!(
+        "{} {vendor} {} {} {}",
+        now_ms(),
+        sm.source_addr.as_str(),
+        sm.destination_addr.as_str(),
+        String::from_utf8_lossy(sm.short_message().as_ref())
+    );
+    let ok = gw.store.call(&["LPUSH", "gw:mo:unrouted", &line]).await.is_ok()
+        && gw.store.call(&["LTRIM", "gw:mo:unrouted", "0", "9999"]).await.is_ok();
+    if ok {
+        CommandStatus::EsmeRok
+    } else {
+        CommandStatus::EsmeRsyserr
+    }
+}
+
+/// Heartbeats this pod and puts the leases of pods whose heartbeat lapsed back in play.
+pub async fn pods(gw: Arc<Gateway>) {
+    loop {
+        let now = now_ms();
+        let deadline = now + POD_LEASE.as_millis() as i64;
+        if let Err(e) = gw.store.call(&["ZADD", PODS, &deadline.to_string(), &gw.pod]).await {
+            tracing::warn!(error = %e, "pod heartbeat failed");
+        }
+        if let Ok(dead) = gw.store.call(&["ZRANGEBYSCORE", PODS, "-inf", &now.to_string()]).await {
+            for pod in strings(dead) {
+                if pod == gw.pod {
+                    continue;
+                }
+                let n = gw.store.reclaim(&pod).await.unwrap_or(0);
+                let d = gw.store.reclaim_receipts(&pod).await.unwrap_or(0);
+                tracing::warn!(%pod, messages = n, receipts = d, "pod heartbeat lapsed; its leases are back in the queue");
+                let _ = gw.store.call(&["ZREM", PODS, &pod]).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

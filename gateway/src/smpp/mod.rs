@@ -1,0 +1,6 @@
+//! SMPP: framing ([`pdu`]), a shared connection ([`link`]) and the customer side ([`server`]).
+//! The vendor side is `crate::vendor`.
+
+pub mod link;
+pub mod pdu;
+pub mod server;
