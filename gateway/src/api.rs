@@ -35,11 +35,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/messages/{id}", get(get_message))
         .route("/sessions", get(list_sessions))
         .layer(middleware::from_fn_with_state(gw.clone(), require_key));
-    Router::new()
-        .nest("/api/v1", api)
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .with_state(gw)
+    Router::new().nest("/api/v1", api).route("/health", get(health)).route("/metrics", get(metrics)).with_state(gw)
 }
 
 /// An API error: a status and a JSON `{"error": ...}` body.
@@ -66,9 +62,10 @@ fn not_found() -> ApiError {
 }
 
 async fn require_key(State(gw): Gw, headers: HeaderMap, req: Request, next: Next) -> Response {
-    let given = headers.get("x-api-key").and_then(|v| v.to_str().ok()).or_else(|| {
-        headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
-    });
+    let given = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")));
     match given {
         Some(k) if gw.settings.api_keys.iter().any(|key| constant_time_eq(key.as_bytes(), k.as_bytes())) => {
             next.run(req).await
@@ -308,7 +305,9 @@ async fn put_campaign(
         return Err(bad("campaign_id is required"));
     }
     put(&gw, &source, &c).await?;
-    Ok(Json(json!({ "id": source, "campaign_id": c.campaign_id, "hourly_limit": c.hourly_limit, "daily_limit": c.daily_limit })))
+    Ok(Json(
+        json!({ "id": source, "campaign_id": c.campaign_id, "hourly_limit": c.hourly_limit, "daily_limit": c.daily_limit }),
+    ))
 }
 
 // --- messages and sessions -------------------------------------------------------------
@@ -381,11 +380,7 @@ async fn health(State(gw): Gw) -> Response {
     let mut vendors = Map::new();
     let mut vendors_ok = true;
     for (id, v) in &config.vendors {
-        let state = if !v.enabled {
-            "disabled"
-        } else {
-            gw.vendors.get(id).map(|c| c.state()).unwrap_or("starting")
-        };
+        let state = if !v.enabled { "disabled" } else { gw.vendors.get(id).map(|c| c.state()).unwrap_or("starting") };
         vendors_ok &= !v.enabled || state == "bound";
         vendors.insert(id.clone(), json!(state));
     }

@@ -241,6 +241,19 @@ pub async fn pods(gw: Arc<Gateway>) {
         if let Err(e) = gw.store.call(&["ZADD", PODS, &deadline.to_string(), &gw.pod]).await {
             tracing::warn!(error = %e, "pod heartbeat failed");
         }
+        // This pod's vendor bind states, for the API's view across pods.
+        let states = gw.vendors.all();
+        if !states.is_empty() {
+            let key = format!("gw:vendorstate:{}", gw.pod);
+            let mut args = vec!["HSET".to_string(), key.clone()];
+            for c in &states {
+                args.push(c.id.clone());
+                args.push(c.state().to_string());
+            }
+            let _ = gw.store.call(&["DEL", &key]).await;
+            let _ = gw.store.call(&args).await;
+            let _ = gw.store.call(&["PEXPIRE", &key, &POD_LEASE.as_millis().to_string()]).await;
+        }
         if let Ok(dead) = gw.store.call(&["ZRANGEBYSCORE", PODS, "-inf", &now.to_string()]).await {
             for pod in strings(dead) {
                 if pod == gw.pod {

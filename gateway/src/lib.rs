@@ -96,7 +96,12 @@ impl Gateway {
                 }
             }
         };
-        tracing::info!(version = first.version, customers = first.customers.len(), vendors = first.vendors.len(), "configuration loaded");
+        tracing::info!(
+            version = first.version,
+            customers = first.customers.len(),
+            vendors = first.vendors.len(),
+            "configuration loaded"
+        );
         self.config.set(first);
         tokio::spawn(self.store.clone().follow_config(self.config.clone(), Duration::from_millis(250)));
         tokio::spawn(vendor::supervise(self.clone()));

@@ -16,7 +16,12 @@ use clap::Parser;
 use redoubt_gateway::{Gateway, Settings};
 
 #[derive(Parser, Debug)]
-#[command(name = "redoubt-gateway", version, about = "SMPP gateway with all its state in redoubt", args_override_self = true)]
+#[command(
+    name = "redoubt-gateway",
+    version,
+    about = "SMPP gateway with all its state in redoubt",
+    args_override_self = true
+)]
 struct Args {
     /// Config file: one `flag value` per line (flag names without `--`).
     #[arg(long, env = "GATEWAY_CONFIG")]
@@ -145,7 +150,10 @@ async fn serve(args: Args) -> Result<(), String> {
         return Err("--state (or --embed) is required: where the gateway keeps its state".into());
     }
     let pod_id = args.pod_id.clone().unwrap_or_else(|| {
-        std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| format!("pod-{}", std::process::id()))
+        std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| format!("pod-{}", std::process::id()))
     });
     let smpp = tokio::net::TcpListener::bind((args.bind.as_str(), args.smpp_port))
         .await

@@ -307,7 +307,11 @@ impl Store {
         loop {
             let v = self.call(&["SCAN", &cursor, "MATCH", pattern, "COUNT", "1000"]).await?;
             let Value::Array(a) = v else { break };
-            cursor = a.first().and_then(|c| c.as_bytes()).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            cursor = a
+                .first()
+                .and_then(|c| c.as_bytes())
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
             if let Some(keys) = a.into_iter().nth(1) {
                 out.extend(strings(keys));
             }
@@ -343,7 +347,8 @@ impl Store {
             keys.push(early_key(vendor, &alias));
         }
         let routing = Routing::of(m).encode();
-        let args = [m.id.clone(), vendor.to_string(), vid.to_string(), now_ms().to_string(), ttl_ms.to_string(), routing];
+        let args =
+            [m.id.clone(), vendor.to_string(), vid.to_string(), now_ms().to_string(), ttl_ms.to_string(), routing];
         Ok(strings(self.script(&SUBMITTED, &keys, &args).await?))
     }
 
@@ -369,7 +374,8 @@ impl Store {
         for_customer: &str,
         ttl_ms: u64,
     ) -> Result<bool> {
-        let keys = [msg_key(id), trail_key(id), format!("gw:dlrdone:{id}:{state}"), dlrq_key(customer), inflight_key(pod)];
+        let keys =
+            [msg_key(id), trail_key(id), format!("gw:dlrdone:{id}:{state}"), dlrq_key(customer), inflight_key(pod)];
         let args = [id, &now_ms().to_string(), state, &ttl_ms.to_string(), for_customer, detail];
         Ok(self.script(&RECEIPT, &keys, &args).await?.as_int() == Some(1))
     }
@@ -395,7 +401,14 @@ impl Store {
         Ok(strings(v))
     }
 
-    pub async fn receipt_delivered(&self, pod: &str, customer: &str, receipt: &str, id: &str, detail: &str) -> Result<()> {
+    pub async fn receipt_delivered(
+        &self,
+        pod: &str,
+        customer: &str,
+        receipt: &str,
+        id: &str,
+        detail: &str,
+    ) -> Result<()> {
         let keys = [dlr_inflight_key(pod, customer), msg_key(id), trail_key(id)];
         self.script(&DELIVERED, &keys, &[receipt, &now_ms().to_string(), detail]).await?;
         Ok(())

@@ -149,7 +149,11 @@ impl Store {
         let now = now_ms();
         let deadline = now + BIND_LEASE.as_millis() as i64;
         let v = self
-            .script(&BIND, &[binds_key(customer)], &[now.to_string(), deadline.to_string(), member.into(), max.to_string()])
+            .script(
+                &BIND,
+                &[binds_key(customer)],
+                &[now.to_string(), deadline.to_string(), member.into(), max.to_string()],
+            )
             .await?;
         Ok(v.as_int() == Some(1))
     }

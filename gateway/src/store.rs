@@ -236,7 +236,9 @@ impl Store {
                     Ok(t) => {
                         out.insert(name, t);
                     }
-                    Err(e) => tracing::warn!(key = kind.key(), field = %name, error = %e, "skipping a bad config entry"),
+                    Err(e) => {
+                        tracing::warn!(key = kind.key(), field = %name, error = %e, "skipping a bad config entry")
+                    }
                 }
             }
         }
@@ -263,7 +265,8 @@ impl Store {
         loop {
             match self.call(&["GET", CONFIG_VERSION]).await {
                 Ok(v) => {
-                    let version: i64 = v.as_bytes().and_then(|b| std::str::from_utf8(b).ok()?.parse().ok()).unwrap_or(0);
+                    let version: i64 =
+                        v.as_bytes().and_then(|b| std::str::from_utf8(b).ok()?.parse().ok()).unwrap_or(0);
                     if seen != Some(version) {
                         match self.load_config().await {
                             Ok(c) => {

@@ -244,12 +244,8 @@ async fn one_link(gw: &Arc<Gateway>, c: &Arc<Connector>, role: Role) -> String {
     let pw = pdu::cstr::<1, 9>(&c.config.password);
     let v = InterfaceVersion::Smpp3_4;
     let bind: Pdu = match role {
-        Role::Transceiver => {
-            BindTransceiver::builder().system_id(sid).password(pw).interface_version(v).build().into()
-        }
-        Role::Transmitter => {
-            BindTransmitter::builder().system_id(sid).password(pw).interface_version(v).build().into()
-        }
+        Role::Transceiver => BindTransceiver::builder().system_id(sid).password(pw).interface_version(v).build().into(),
+        Role::Transmitter => BindTransmitter::builder().system_id(sid).password(pw).interface_version(v).build().into(),
         Role::Receiver => BindReceiver::builder().system_id(sid).password(pw).interface_version(v).build().into(),
     };
     match link.request(bind, Duration::from_secs(10)).await {

@@ -29,6 +29,7 @@ pub use redoubt_client::{Client, Value};
 
 pub mod cluster;
 pub mod compare;
+pub mod gateway;
 pub mod linearize;
 
 /// Longest a single reply may take before a test gives up on the server.

@@ -74,7 +74,9 @@ impl Reader {
             let mut frame = buf.split_to(len);
             let codec = self.codec.get_or_insert_with(|| CommandCodec::new().with_max_length(MAX_PDU));
             return Ok(Some(match codec.decode(&mut frame) {
-                Ok(Some(cmd)) if matches!(cmd.id(), CommandId::Other(_)) || matches!(cmd.pdu(), Some(Pdu::Other { .. })) => {
+                Ok(Some(cmd))
+                    if matches!(cmd.id(), CommandId::Other(_)) || matches!(cmd.pdu(), Some(Pdu::Other { .. })) =>
+                {
                     Incoming::Bad { sequence, status: CommandStatus::EsmeRinvcmdid, command_id }
                 }
                 Ok(Some(cmd)) => Incoming::Command(cmd),
@@ -199,6 +201,8 @@ mod tests {
         let mut out = BytesMut::new();
         encode_raw(CommandId::EnquireLink, 42, &body, &mut out);
         let mut r = Reader::default();
-        assert!(matches!(r.next(&mut out).unwrap(), Some(Incoming::Command(c)) if matches!(c.pdu(), Some(Pdu::EnquireLink))));
+        assert!(
+            matches!(r.next(&mut out).unwrap(), Some(Incoming::Command(c)) if matches!(c.pdu(), Some(Pdu::EnquireLink)))
+        );
     }
 }

@@ -97,17 +97,44 @@ async fn session(gw: Arc<Gateway>, stream: TcpStream, peer: String) {
             };
             match pdu {
                 Pdu::BindTransmitter(b) => {
-                    let reply = bind(&gw, &link, &mut bound, &peer, BindKind::Transmitter, b.system_id.as_str(), b.password.as_str()).await;
+                    let reply = bind(
+                        &gw,
+                        &link,
+                        &mut bound,
+                        &peer,
+                        BindKind::Transmitter,
+                        b.system_id.as_str(),
+                        b.password.as_str(),
+                    )
+                    .await;
                     let resp = BindTransmitterResp::builder().system_id(system_id()).build();
                     let _ = link.send(&Command::new(reply, seq, resp)).await;
                 }
                 Pdu::BindReceiver(b) => {
-                    let reply = bind(&gw, &link, &mut bound, &peer, BindKind::Receiver, b.system_id.as_str(), b.password.as_str()).await;
+                    let reply = bind(
+                        &gw,
+                        &link,
+                        &mut bound,
+                        &peer,
+                        BindKind::Receiver,
+                        b.system_id.as_str(),
+                        b.password.as_str(),
+                    )
+                    .await;
                     let resp = BindReceiverResp::builder().system_id(system_id()).build();
                     let _ = link.send(&Command::new(reply, seq, resp)).await;
                 }
                 Pdu::BindTransceiver(b) => {
-                    let reply = bind(&gw, &link, &mut bound, &peer, BindKind::Transceiver, b.system_id.as_str(), b.password.as_str()).await;
+                    let reply = bind(
+                        &gw,
+                        &link,
+                        &mut bound,
+                        &peer,
+                        BindKind::Transceiver,
+                        b.system_id.as_str(),
+                        b.password.as_str(),
+                    )
+                    .await;
                     let resp = BindTransceiverResp::builder().system_id(system_id()).build();
                     let _ = link.send(&Command::new(reply, seq, resp)).await;
                 }
