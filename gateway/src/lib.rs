@@ -32,6 +32,7 @@ pub mod sessions;
 pub mod smpp;
 pub mod store;
 pub mod vendor;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,6 +106,7 @@ impl Gateway {
         self.config.set(first);
         tokio::spawn(self.store.clone().follow_config(self.config.clone(), Duration::from_millis(250)));
         tokio::spawn(vendor::supervise(self.clone()));
+        tokio::spawn(webhook::supervise(self.clone()));
         tokio::spawn(dispatch::pods(self.clone()));
         tokio::spawn(dispatch::run(self.clone()));
         tokio::spawn(smpp::server::serve(self.clone(), smpp));

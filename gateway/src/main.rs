@@ -14,6 +14,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use redoubt_gateway::{Gateway, Settings};
+use redoubt_server::memory::CountingAlloc;
+
+/// The embedded node's INFO memory and `maxmemory` read this allocator's count, as in
+/// `redoubt` itself.
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -113,6 +119,7 @@ fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},openraft=warn,sled=warn", args.log)));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    redoubt_server::memory::mark_installed();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     if let Err(e) = rt.block_on(serve(args)) {
         tracing::error!(error = %e, "fatal");
