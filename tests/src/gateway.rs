@@ -184,3 +184,89 @@ fn unchunk(s: &str) -> String {
     }
     out
 }
+
+/// A raw SMPP connection for protocol-level checks (binds, malformed PDUs), written by
+/// hand so the tests see exactly the bytes that cross the wire.
+pub struct RawSmpp {
+    s: TcpStream,
+    seq: u32,
+}
+
+/// One PDU as read: (command_id, command_status, sequence_number, body).
+pub type Pdu = (u32, u32, u32, Vec<u8>);
+
+impl RawSmpp {
+    pub fn connect(port: u16) -> RawSmpp {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the gateway's smpp port");
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        RawSmpp { s, seq: 0 }
+    }
+
+    /// Sends one PDU; returns its sequence number.
+    pub fn send(&mut self, command_id: u32, body: &[u8]) -> u32 {
+        self.seq += 1;
+        let mut p = Vec::with_capacity(16 + body.len());
+        p.extend_from_slice(&((16 + body.len()) as u32).to_be_bytes());
+        p.extend_from_slice(&command_id.to_be_bytes());
+        p.extend_from_slice(&0u32.to_be_bytes());
+        p.extend_from_slice(&self.seq.to_be_bytes());
+        p.extend_from_slice(body);
+        self.s.write_all(&p).expect("write");
+        self.seq
+    }
+
+    pub fn send_bytes(&mut self, raw: &[u8]) {
+        self.s.write_all(raw).expect("write");
+    }
+
+    /// The next PDU, or None when the gateway closed the connection.
+    pub fn read(&mut self) -> Option<Pdu> {
+        let mut head = [0u8; 16];
+        self.s.read_exact(&mut head).ok()?;
+        let be = |i: usize| u32::from_be_bytes(head[i..i + 4].try_into().unwrap());
+        let mut body = vec![0u8; (be(0) as usize).saturating_sub(16)];
+        self.s.read_exact(&mut body).ok()?;
+        Some((be(4), be(8), be(12), body))
+    }
+
+    /// Binds (0x1 receiver, 0x2 transmitter, 0x9 transceiver); returns the resp status.
+    pub fn bind(&mut self, command_id: u32, system_id: &str, password: &str) -> u32 {
+        let mut b = Vec::new();
+        for f in [system_id, password, ""] {
+            b.extend_from_slice(f.as_bytes());
+            b.push(0);
+        }
+        b.extend_from_slice(&[0x34, 0, 0, 0]); // interface_version 3.4, ton, npi, address_range ""
+        let seq = self.send(command_id, &b);
+        let (id, status, rseq, _) = self.read().expect("bind_resp");
+        assert_eq!((id, rseq), (command_id | 0x8000_0000, seq), "bind_resp");
+        status
+    }
+
+    /// A submit_sm body with default fields.
+    pub fn submit_body(source: &str, destination: &str, registered_delivery: u8, text: &[u8]) -> Vec<u8> {
+        let mut b = vec![0]; // service_type ""
+        b.extend_from_slice(&[1, 1]);
+        b.extend_from_slice(source.as_bytes());
+        b.push(0);
+        b.extend_from_slice(&[1, 1]);
+        b.extend_from_slice(destination.as_bytes());
+        b.push(0);
+        b.extend_from_slice(&[0, 0, 0, 0, 0, registered_delivery, 0, 0, 0]);
+        b.push(text.len() as u8);
+        b.extend_from_slice(text);
+        b
+    }
+
+    /// Sends enquire_link and expects its resp (skipping anything else that arrives first).
+    pub fn alive(&mut self) -> bool {
+        let seq = self.send(0x15, &[]);
+        while let Some((id, _, rseq, _)) = self.read() {
+            if id == 0x8000_0015 && rseq == seq {
+                return true;
+            }
+        }
+        false
+    }
+}
