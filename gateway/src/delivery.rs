@@ -33,14 +33,19 @@ pub fn start(gw: Arc<Gateway>, customer: String) {
             if gw.sessions.release_delivery_if_idle(&customer) {
                 break;
             }
-            let batch = match gw.store.take_receipts(&gw.pod, &customer, BATCH).await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(%customer, error = %e, "receipt queue unavailable");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
+            if !gw.lease_fresh() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let batch =
+                match gw.store.take_receipts(&gw.pod, &customer, BATCH, &crate::messages::memo_key(&gw.ids)).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(%customer, error = %e, "receipt queue unavailable");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
             if batch.is_empty() {
                 tokio::time::sleep(IDLE_POLL).await;
                 continue;
@@ -62,6 +67,12 @@ async fn deliver_one(gw: &Gateway, customer: &str, raw: String) {
         let _ = gw.store.receipt_delivered(&gw.pod, customer, &raw, "-", "dropped").await;
         return;
     };
+    if !gw.lease_fresh() {
+        // This pod's lease may have lapsed and the receipt gone to another pod: hand it back
+        // (a no-op if it was taken) instead of delivering it twice.
+        let _ = gw.store.receipt_back(&gw.pod, customer, &raw).await;
+        return;
+    }
     let Some(session) = gw.sessions.receiver(customer) else {
         let _ = gw.store.receipt_back(&gw.pod, customer, &raw).await;
         return;

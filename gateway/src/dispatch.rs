@@ -25,7 +25,8 @@ use crate::Gateway;
 
 /// Messages one pod holds leased at most.
 const MAX_LEASED: usize = 4096;
-const POD_LEASE: Duration = Duration::from_secs(5);
+/// How long a pod's heartbeat vouches for it.
+pub const POD_LEASE: Duration = Duration::from_secs(10);
 
 pub async fn run(gw: Arc<Gateway>) {
     // Leases this pod held before a restart go back first.
@@ -37,12 +38,18 @@ pub async fn run(gw: Arc<Gateway>) {
     let _ = gw.store.reclaim_receipts(&gw.pod).await;
     let leased = Arc::new(Semaphore::new(MAX_LEASED));
     loop {
+        if !gw.lease_fresh() {
+            // Taking work now would only hand it back (see `send`).
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
         let room = gw.vendors.free_window().min(leased.available_permits()).min(256);
         if room == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
         }
-        let ids = match gw.store.take(&gw.pod, room).await {
+        let memo = crate::messages::memo_key(&gw.ids);
+        let ids = match gw.store.take(&gw.pod, room, &memo).await {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::warn!(error = %e, "queue unavailable");
@@ -67,8 +74,13 @@ pub async fn run(gw: Arc<Gateway>) {
     }
 }
 
-/// Sends one leased message; returns when it is with a vendor or finally failed.
+/// Sends one leased message; returns when it is with a vendor, finally failed, or handed
+/// back because this pod's lease went stale.
 async fn send(gw: &Gateway, id: &str) {
+    if !gw.lease_fresh() {
+        let _ = gw.store.message_back(&gw.pod, id).await;
+        return;
+    }
     let m = loop {
         match gw.store.load(id).await {
             Ok(Some(m)) => break m,
@@ -109,6 +121,11 @@ async fn send(gw: &Gateway, id: &str) {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
+        if !gw.lease_fresh() {
+            // Another pod may have this message now: hand it back rather than send it twice.
+            let _ = gw.store.message_back(&gw.pod, &m.id).await;
+            return;
+        }
         let started = std::time::Instant::now();
         match c.submit(&m.body).await {
             Sent::Accepted(vid) => {
@@ -234,12 +251,26 @@ pub async fn mobile_originated(gw: &Gateway, vendor: &str, sm: &DeliverSm) -> Co
 }
 
 /// Heartbeats this pod and puts the leases of pods whose heartbeat lapsed back in play.
+///
+/// A lapse only counts once this pod's own heartbeats have gone through on time for a whole
+/// lease: when the store stalls (a leader election), every pod's heartbeat stalls with it,
+/// and the first pod to get through must not take the others' leases while they are still
+/// working on them (that would send their messages and receipts twice).
 pub async fn pods(gw: Arc<Gateway>) {
+    let mut healthy_since = std::time::Instant::now();
     loop {
         let now = now_ms();
         let deadline = now + POD_LEASE.as_millis() as i64;
-        if let Err(e) = gw.store.call(&["ZADD", PODS, &deadline.to_string(), &gw.pod]).await {
-            tracing::warn!(error = %e, "pod heartbeat failed");
+        let started = std::time::Instant::now();
+        match gw.heartbeat_store.call(&["ZADD", PODS, &deadline.to_string(), &gw.pod]).await {
+            Ok(_) if started.elapsed() < Duration::from_millis(500) => {
+                gw.lease_ok_ms.store(now, Relaxed);
+            }
+            Ok(_) => healthy_since = std::time::Instant::now(),
+            Err(e) => {
+                tracing::warn!(error = %e, "pod heartbeat failed");
+                healthy_since = std::time::Instant::now();
+            }
         }
         // This pod's vendor bind states, for the API's view across pods.
         let states = gw.vendors.all();
@@ -254,9 +285,10 @@ pub async fn pods(gw: Arc<Gateway>) {
             let _ = gw.store.call(&args).await;
             let _ = gw.store.call(&["PEXPIRE", &key, &POD_LEASE.as_millis().to_string()]).await;
         }
-        if let Ok(dead) = gw.store.call(&["ZRANGEBYSCORE", PODS, "-inf", &now.to_string()]).await {
+        let settled = healthy_since.elapsed() > POD_LEASE + Duration::from_secs(1);
+        if let Ok(dead) = gw.heartbeat_store.call(&["ZRANGEBYSCORE", PODS, "-inf", &now_ms().to_string()]).await {
             for pod in strings(dead) {
-                if pod == gw.pod {
+                if pod == gw.pod || !settled {
                     continue;
                 }
                 let n = gw.store.reclaim(&pod).await.unwrap_or(0);

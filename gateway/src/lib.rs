@@ -68,10 +68,15 @@ pub struct Gateway {
     pub vendors: Vendors,
     pub metrics: Metrics,
     pub passwords: passwords::Verifier,
+    /// A second connection for the pod heartbeat, so it never waits behind bulk traffic.
+    pub heartbeat_store: Store,
+    /// When this pod's last heartbeat was sent that the store then took (unix ms).
+    pub lease_ok_ms: std::sync::atomic::AtomicI64,
 }
 
 impl Gateway {
     pub fn new(settings: Settings) -> Arc<Gateway> {
+        let settings_state = settings.state.clone();
         Arc::new(Gateway {
             pod: settings.pod_id.clone(),
             store: Store::new(settings.state.clone()),
@@ -82,7 +87,17 @@ impl Gateway {
             vendors: Vendors::default(),
             metrics: Metrics::default(),
             passwords: passwords::Verifier::default(),
+            heartbeat_store: Store::new(settings_state),
+            lease_ok_ms: std::sync::atomic::AtomicI64::new(store::now_ms()),
         })
+    }
+
+    /// Is this pod's lease on its work safe to act on? Past this, another pod may have taken
+    /// its leased messages and receipts (see `dispatch::pods`), so the pod hands work back
+    /// instead of sending it.
+    pub fn lease_fresh(&self) -> bool {
+        let age = store::now_ms() - self.lease_ok_ms.load(std::sync::atomic::Ordering::Relaxed);
+        age < (dispatch::POD_LEASE.as_millis() as i64) - 2_000
     }
 
     /// Serves SMPP on `smpp` and HTTP on `http` until the process ends. Waits for the first

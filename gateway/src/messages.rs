@@ -120,13 +120,35 @@ return {0, 'ok'}
 });
 
 /// Lease up to N ids: off the queue, onto this pod's in-flight list, in one step.
+///
+/// The result is remembered under a one-off token for a minute: a call retried because its
+/// reply was lost (a node died after committing it) gets the same ids back instead of a
+/// second batch, which would sit leased by a live pod that never saw it.
 static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
+-- KEYS: queue, in-flight list, memo. ARGV: n
+local memo = redis.call('GET', KEYS[3])
+if memo then return cjson.decode(memo) end
 local ids = redis.call('LPOP', KEYS[1], ARGV[1])
 if not ids then return {} end
 redis.call('RPUSH', KEYS[2], unpack(ids))
+redis.call('SET', KEYS[3], cjson.encode(ids), 'PX', 60000)
 return ids
+"#,
+    )
+});
+
+/// A key naming one logical call, for scripts whose retry must not repeat their effect.
+pub fn memo_key(ids: &IdGen) -> String {
+    format!("gw:memo:{}", ids.next())
+}
+
+static BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then redis.call('LPUSH', KEYS[2], ARGV[1]) return 1 end
+return 0
 "#,
     )
 });
@@ -147,14 +169,16 @@ return n
 static SUBMITTED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
--- KEYS: msg, trail, inflight, then a (vid key, early key) pair per alias of the vendor id
+-- KEYS: msg, trail, inflight, memo, then a (vid key, early key) pair per alias of the vendor id
 -- ARGV: id, vendor, vid, now, ttl ms, routing
+local memo = redis.call('GET', KEYS[4])
+if memo then return cjson.decode(memo) end
 redis.call('LREM', KEYS[3], 1, ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
 redis.call('HSET', KEYS[1], 'state', 'submitted', 'vendor', ARGV[2], 'vid', ARGV[3], 'submitted_at', ARGV[4])
 redis.call('RPUSH', KEYS[2], ARGV[4] .. ' submitted ' .. ARGV[2] .. ' ' .. ARGV[3])
 local early = {}
-for i = 4, #KEYS, 2 do
+for i = 5, #KEYS, 2 do
   redis.call('SET', KEYS[i], ARGV[6], 'PX', ARGV[5])
   local e = redis.call('LRANGE', KEYS[i + 1], 0, -1)
   if #e > 0 then
@@ -162,6 +186,7 @@ for i = 4, #KEYS, 2 do
     for _, r in ipairs(e) do early[#early + 1] = r end
   end
 end
+if #early > 0 then redis.call('SET', KEYS[4], cjson.encode(early), 'PX', 60000) end
 return early
 "#,
     )
@@ -278,8 +303,8 @@ impl Store {
     }
 
     /// Leases up to `n` queued message ids for `pod`.
-    pub async fn take(&self, pod: &str, n: usize) -> Result<Vec<String>> {
-        let v = self.script(&TAKE, &[QUEUE, &inflight_key(pod)], &[n.to_string()]).await?;
+    pub async fn take(&self, pod: &str, n: usize, memo: &str) -> Result<Vec<String>> {
+        let v = self.script(&TAKE, &[QUEUE, &inflight_key(pod), memo], &[n.to_string()]).await?;
         Ok(strings(v))
     }
 
@@ -341,7 +366,9 @@ impl Store {
 
     /// Records the vendor's acceptance; returns receipts that arrived first.
     pub async fn submitted(&self, pod: &str, m: &Queued, vendor: &str, vid: &str, ttl_ms: u64) -> Result<Vec<String>> {
-        let mut keys = vec![msg_key(&m.id), trail_key(&m.id), inflight_key(pod)];
+        // The memo is per vendor id: a retry of this call gets the same early receipts back.
+        let memo = format!("gw:memo:sub:{vendor}:{vid}");
+        let mut keys = vec![msg_key(&m.id), trail_key(&m.id), inflight_key(pod), memo];
         for alias in aliases(vid) {
             keys.push(vid_key(vendor, &alias));
             keys.push(early_key(vendor, &alias));
@@ -396,8 +423,10 @@ impl Store {
     }
 
     /// Leases up to `n` receipts waiting for `customer`.
-    pub async fn take_receipts(&self, pod: &str, customer: &str, n: usize) -> Result<Vec<String>> {
-        let v = self.script(&TAKE, &[dlrq_key(customer), dlr_inflight_key(pod, customer)], &[n.to_string()]).await?;
+    pub async fn take_receipts(&self, pod: &str, customer: &str, n: usize, memo: &str) -> Result<Vec<String>> {
+        let v = self
+            .script(&TAKE, &[dlrq_key(customer), dlr_inflight_key(pod, customer), memo.to_string()], &[n.to_string()])
+            .await?;
         Ok(strings(v))
     }
 
@@ -415,11 +444,16 @@ impl Store {
     }
 
     /// Puts one leased receipt back at the head of its queue (no session could take it).
+    /// One script: a retry finds the lease gone and does nothing, so the receipt is never
+    /// queued twice.
     pub async fn receipt_back(&self, pod: &str, customer: &str, receipt: &str) -> Result<()> {
-        let n = self.call(&["LREM", &dlr_inflight_key(pod, customer), "1", receipt]).await?;
-        if n.as_int() == Some(1) {
-            self.call(&["LPUSH", &dlrq_key(customer), receipt]).await?;
-        }
+        self.script(&BACK, &[dlr_inflight_key(pod, customer), dlrq_key(customer)], &[receipt]).await?;
+        Ok(())
+    }
+
+    /// Puts a leased message back at the head of the queue (a no-op if the lease is gone).
+    pub async fn message_back(&self, pod: &str, id: &str) -> Result<()> {
+        self.script(&BACK, &[inflight_key(pod), QUEUE.to_string()], &[id]).await?;
         Ok(())
     }
 

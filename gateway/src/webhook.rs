@@ -51,7 +51,7 @@ pub async fn supervise(gw: Arc<Gateway>) {
 async fn run(gw: Arc<Gateway>, customer: String, url: String) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let batch = match gw.store.take_receipts(&gw.pod, &customer, 16).await {
+        let batch = match gw.store.take_receipts(&gw.pod, &customer, 16, &crate::messages::memo_key(&gw.ids)).await {
             Ok(b) => b,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(500)).await;

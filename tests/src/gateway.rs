@@ -118,6 +118,20 @@ impl Pod {
         }
     }
 
+    /// Waits until the pod is healthy with each of `vendors` bound (which also means it has
+    /// loaded the configuration that names them).
+    pub fn wait_bound(&self, vendors: &[&str], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let (code, body) = http(self.http, "GET", "/health", None, None);
+            if code == 200 && vendors.iter().all(|v| body.contains(&format!("\"{v}\":\"bound\""))) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "pod {} not bound to {vendors:?}: {code} {body}", self.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

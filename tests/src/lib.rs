@@ -31,6 +31,7 @@ pub mod cluster;
 pub mod compare;
 pub mod gateway;
 pub mod linearize;
+pub mod smpp;
 
 /// Longest a single reply may take before a test gives up on the server.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -112,6 +113,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // KEEP_TMP=1 keeps logs and data of a failing test for a look afterwards.
+        if std::env::var_os("KEEP_TMP").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
