@@ -141,10 +141,12 @@ struct CustomerIn {
     burst: Option<u32>,
     max_binds: u32,
     webhook_url: Option<String>,
+    #[serde(default)]
+    numbers: Vec<String>,
 }
 
 fn customer_out(id: &str, c: &Customer) -> serde_json::Value {
-    json!({ "system_id": id, "max_tps": c.max_tps, "burst": c.burst, "max_binds": c.max_binds, "webhook_url": c.webhook_url })
+    json!({ "system_id": id, "max_tps": c.max_tps, "burst": c.burst, "max_binds": c.max_binds, "webhook_url": c.webhook_url, "numbers": c.numbers })
 }
 
 async fn put_customer(
@@ -157,6 +159,12 @@ async fn put_customer(
     }
     if body.max_binds == 0 {
         return Err(bad("max_binds must be at least 1"));
+    }
+    if body.numbers.iter().any(|n| {
+        let d = n.strip_prefix('+').unwrap_or(n);
+        d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit())
+    }) {
+        return Err(bad("numbers are digit prefixes (optionally after '+')"));
     }
     if let Some(url) = &body.webhook_url {
         if !url.starts_with("http://") {
@@ -179,6 +187,7 @@ async fn put_customer(
         burst: body.burst.unwrap_or(body.max_tps),
         max_binds: body.max_binds,
         webhook_url: body.webhook_url,
+        numbers: body.numbers,
     };
     put(&gw, &id, &c).await?;
     Ok(Json(customer_out(&id, &c)))

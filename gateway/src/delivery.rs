@@ -15,7 +15,7 @@ use std::time::Duration;
 use rusmpp::CommandStatus;
 use tokio::task::JoinSet;
 
-use crate::receipts::CustomerReceipt;
+use crate::receipts::{CustomerReceipt, MobileOriginated};
 use crate::Gateway;
 
 const BATCH: usize = 64;
@@ -62,6 +62,9 @@ pub fn start(gw: Arc<Gateway>, customer: String) {
 }
 
 async fn deliver_one(gw: &Gateway, customer: &str, raw: String) {
+    if let Some(mo) = MobileOriginated::decode(&raw) {
+        return deliver_mo(gw, customer, &raw, &mo).await;
+    }
     let Some(r) = CustomerReceipt::decode(&raw) else {
         tracing::warn!(%customer, %raw, "dropping an unreadable receipt");
         let _ = gw.store.receipt_delivered(&gw.pod, customer, &raw, "-", "dropped").await;
@@ -91,5 +94,22 @@ async fn deliver_one(gw: &Gateway, customer: &str, raw: String) {
             let _ = gw.store.receipt_back(&gw.pod, customer, &raw).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+async fn deliver_mo(gw: &Gateway, customer: &str, raw: &str, mo: &MobileOriginated) {
+    let taken = match (gw.lease_fresh(), gw.sessions.receiver(customer)) {
+        (true, Some(session)) => session
+            .link
+            .request(mo.deliver_sm(), DELIVER_TIMEOUT)
+            .await
+            .is_ok_and(|r| r.status() == CommandStatus::EsmeRok),
+        _ => false,
+    };
+    if taken {
+        let _ = gw.store.receipt_delivered(&gw.pod, customer, raw, "-", "mo").await;
+    } else {
+        let _ = gw.store.receipt_back(&gw.pod, customer, raw).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -18,7 +18,7 @@ use rusmpp::CommandStatus;
 use tokio::sync::Semaphore;
 
 use crate::messages::{strings, Queued, Routing, PODS};
-use crate::receipts::{wanted, CustomerReceipt, VendorReceipt};
+use crate::receipts::{wanted, CustomerReceipt, MobileOriginated, VendorReceipt};
 use crate::store::{now_ms, Result};
 use crate::vendor::Sent;
 use crate::Gateway;
@@ -230,20 +230,34 @@ async fn record(gw: &Gateway, routing: &Routing, r: &VendorReceipt, detail: &str
         .await
 }
 
-/// A mobile-originated message from a vendor. Routing MO traffic to customers (and to the
-/// onboarding flow) is not built yet; it is kept, bounded, in `gw:mo:unrouted` for an
-/// operator to see, and acknowledged.
+/// A mobile-originated message from a vendor: queued for the customer owning its
+/// destination (the customers' `numbers`), delivered like a receipt to its receiver on any
+/// pod; with no owner it is kept, bounded, in `gw:mo:unrouted` for an operator to see.
+/// Acknowledged to the vendor only once stored.
 pub async fn mobile_originated(gw: &Gateway, vendor: &str, sm: &DeliverSm) -> CommandStatus {
-    let line = format!(
-        "{} {vendor} {} {} {}",
-        now_ms(),
-        sm.source_addr.as_str(),
-        sm.destination_addr.as_str(),
-        String::from_utf8_lossy(sm.short_message().as_ref())
-    );
-    let ok = gw.store.call(&["LPUSH", "gw:mo:unrouted", &line]).await.is_ok()
-        && gw.store.call(&["LTRIM", "gw:mo:unrouted", "0", "9999"]).await.is_ok();
-    if ok {
+    let destination = sm.destination_addr.as_str();
+    let stored = match gw.config.get().owner(destination) {
+        Some(customer) => {
+            let mo = MobileOriginated {
+                source: sm.source_addr.as_str().to_string(),
+                destination: destination.to_string(),
+                data_coding: u8::from(sm.data_coding),
+                message: sm.short_message().as_ref().to_vec(),
+            };
+            gw.store.queue_for_customer(customer, &mo.encode(), gw.settings.message_ttl_ms).await.is_ok()
+        }
+        None => {
+            let line = format!(
+                "{} {vendor} {} {destination} {}",
+                now_ms(),
+                sm.source_addr.as_str(),
+                String::from_utf8_lossy(sm.short_message().as_ref())
+            );
+            gw.store.call(&["LPUSH", "gw:mo:unrouted", &line]).await.is_ok()
+                && gw.store.call(&["LTRIM", "gw:mo:unrouted", "0", "9999"]).await.is_ok()
+        }
+    };
+    if stored {
         CommandStatus::EsmeRok
     } else {
         CommandStatus::EsmeRsyserr

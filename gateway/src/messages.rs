@@ -451,6 +451,14 @@ impl Store {
         Ok(())
     }
 
+    /// Queues something for the customer's receivers (a mobile-originated message).
+    pub async fn queue_for_customer(&self, customer: &str, entry: &str, ttl_ms: u64) -> Result<()> {
+        let key = dlrq_key(customer);
+        self.call(&["RPUSH", &key, entry]).await?;
+        self.call(&["PEXPIRE", &key, &ttl_ms.to_string()]).await?;
+        Ok(())
+    }
+
     /// Puts a leased message back at the head of the queue (a no-op if the lease is gone).
     pub async fn message_back(&self, pod: &str, id: &str) -> Result<()> {
         self.script(&BACK, &[inflight_key(pod), QUEUE.to_string()], &[id]).await?;

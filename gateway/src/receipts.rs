@@ -211,6 +211,48 @@ impl CustomerReceipt {
     }
 }
 
+/// A mobile-originated message on its way to the customer owning its destination (also
+/// held in `gw:dlrq:{customer}`, marked by its `MO` prefix).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MobileOriginated {
+    pub source: String,
+    pub destination: String,
+    pub data_coding: u8,
+    pub message: Vec<u8>,
+}
+
+impl MobileOriginated {
+    pub fn encode(&self) -> String {
+        let hex: String = self.message.iter().map(|b| format!("{b:02x}")).collect();
+        format!("MO\t{}\t{}\t{}\t{hex}", self.source, self.destination, self.data_coding)
+    }
+
+    pub fn decode(s: &str) -> Option<MobileOriginated> {
+        let mut f = s.strip_prefix("MO\t")?.split('\t');
+        let (source, destination, dc, hex) = (f.next()?, f.next()?, f.next()?, f.next()?);
+        let message = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect::<Option<_>>()?;
+        Some(MobileOriginated {
+            source: source.into(),
+            destination: destination.into(),
+            data_coding: dc.parse().ok()?,
+            message,
+        })
+    }
+
+    pub fn deliver_sm(&self) -> DeliverSm {
+        let short = OctetString::<0, 255>::from_slice(&self.message[..self.message.len().min(254)]).unwrap_or_default();
+        DeliverSm::builder()
+            .source_addr(cstr::<1, 21>(&self.source))
+            .destination_addr(cstr::<1, 21>(&self.destination))
+            .esm_class(EsmClass::from(0))
+            .data_coding(rusmpp::values::DataCoding::from(self.data_coding))
+            .short_message(short)
+            .build()
+    }
+}
+
 /// `YYMMDDhhmm` in UTC, the receipt text's date format.
 pub fn smpp_date(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
@@ -273,6 +315,19 @@ mod tests {
             .build();
         let r = VendorReceipt::parse(&sm).unwrap();
         assert_eq!(r, VendorReceipt { vid: "0012AB".into(), state: "UNDELIV".into(), err: "021".into() });
+    }
+
+    #[test]
+    fn mobile_originated_round_trip() {
+        let m = MobileOriginated {
+            source: "4670".into(),
+            destination: "1800".into(),
+            data_coding: 8,
+            message: vec![0, 0x41, 9],
+        };
+        assert_eq!(MobileOriginated::decode(&m.encode()), Some(m.clone()));
+        assert_eq!(MobileOriginated::decode("a\tb"), None);
+        assert!(!is_receipt(&m.deliver_sm()));
     }
 
     #[test]

@@ -114,6 +114,9 @@ pub struct Customer {
     pub max_binds: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
+    /// Number prefixes the customer owns: mobile-originated messages to them are theirs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub numbers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +186,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// The customer owning `destination` (longest matching number prefix), for MO messages.
+    pub fn owner(&self, destination: &str) -> Option<&str> {
+        let digits = destination.trim_start_matches('+');
+        self.customers
+            .iter()
+            .flat_map(|(id, c)| c.numbers.iter().map(move |n| (id, n.trim_start_matches('+'))))
+            .filter(|(_, n)| !n.is_empty() && digits.starts_with(n))
+            .max_by_key(|(_, n)| n.len())
+            .map(|(id, _)| id.as_str())
+    }
+
     /// The route for a destination: the longest matching prefix, else `default`.
     pub fn route(&self, destination: &str) -> Option<&Route> {
         let digits = destination.trim_start_matches('+');

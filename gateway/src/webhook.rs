@@ -6,8 +6,9 @@
 //! 2xx is retried with backoff (the receipt goes back to the head of the queue), for as long
 //! as the queue lives (the message TTL).
 //!
-//! The body: `{"message_id", "state", "err", "source", "destination", "submitted_at_ms",
-//! "done_at_ms"}`. Only `http://` URLs (a gateway inside the customer's network or behind a
+//! The body: `{"type": "receipt", "message_id", "state", "err", "source", "destination",
+//! "submitted_at_ms", "done_at_ms"}`, or for a mobile-originated message `{"type": "mo",
+//! "source", "destination", "data_coding", "message_hex", "message"}`. Only `http://` URLs (a gateway inside the customer's network or behind a
 //! TLS-terminating proxy); `https` is refused by the API.
 
 use std::collections::HashMap;
@@ -19,7 +20,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::task::JoinHandle;
 
-use crate::receipts::CustomerReceipt;
+use crate::receipts::{CustomerReceipt, MobileOriginated};
 use crate::Gateway;
 
 const POST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,15 +69,18 @@ async fn run(gw: Arc<Gateway>, customer: String, url: String) {
                 let _ = gw.store.receipt_back(&gw.pod, &customer, &raw).await;
                 continue;
             }
-            let Some(r) = CustomerReceipt::decode(&raw) else {
+            let (body, id, detail) = if let Some(r) = CustomerReceipt::decode(&raw) {
+                (receipt_json(&r), r.id.clone(), format!("receipt {} posted to webhook", r.state))
+            } else if let Some(mo) = MobileOriginated::decode(&raw) {
+                (mo_json(&mo), "-".to_string(), "mo".to_string())
+            } else {
                 let _ = gw.store.receipt_delivered(&gw.pod, &customer, &raw, "-", "dropped").await;
                 continue;
             };
-            match post(&url, &r).await {
+            match post(&url, body).await {
                 Ok(()) => {
                     gw.metrics.receipts_delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let detail = format!("receipt {} posted to webhook", r.state);
-                    let _ = gw.store.receipt_delivered(&gw.pod, &customer, &raw, &r.id, &detail).await;
+                    let _ = gw.store.receipt_delivered(&gw.pod, &customer, &raw, &id, &detail).await;
                     backoff = Duration::from_millis(100);
                 }
                 Err(e) => {
@@ -93,19 +97,30 @@ async fn run(gw: Arc<Gateway>, customer: String, url: String) {
     }
 }
 
-/// One POST; Ok on a 2xx answer.
-pub async fn post(url: &str, r: &CustomerReceipt) -> Result<(), String> {
+pub fn receipt_json(r: &CustomerReceipt) -> serde_json::Value {
+    serde_json::json!({
+        "type": "receipt", "message_id": r.id, "state": r.state, "err": r.err, "source": r.source,
+        "destination": r.destination, "submitted_at_ms": r.submitted_ms, "done_at_ms": r.done_ms,
+    })
+}
+
+pub fn mo_json(m: &MobileOriginated) -> serde_json::Value {
+    let hex: String = m.message.iter().map(|b| format!("{b:02x}")).collect();
+    serde_json::json!({
+        "type": "mo", "source": m.source, "destination": m.destination, "data_coding": m.data_coding,
+        "message_hex": hex, "message": String::from_utf8_lossy(&m.message),
+    })
+}
+
+/// One POST of a JSON body; Ok on a 2xx answer.
+pub async fn post(url: &str, body: serde_json::Value) -> Result<(), String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("bad url: {e}"))?;
     if uri.scheme_str() != Some("http") {
         return Err("only http:// webhooks are supported".into());
     }
     let host = uri.host().ok_or("url without a host")?.to_string();
     let port = uri.port_u16().unwrap_or(80);
-    let body = serde_json::json!({
-        "message_id": r.id, "state": r.state, "err": r.err, "source": r.source,
-        "destination": r.destination, "submitted_at_ms": r.submitted_ms, "done_at_ms": r.done_ms,
-    })
-    .to_string();
+    let body = body.to_string();
     let fut = async {
         let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);

@@ -21,7 +21,7 @@
 
 Result JSON: submitted, acked, errors {status hex: count}, message_ids, receipts
 {message_id: [states]} (a duplicate shows as two states), unmatched (receipts for ids this
-run did not get), elapsed_s, msg_per_s, latency_ms {p50, p99}, bind_status, broken.
+run did not get), mo [{source, destination, text}] (mobile-originated messages), elapsed_s, msg_per_s, latency_ms {p50, p99}, bind_status, broken.
 Exit status: 0 complete, 1 incomplete (or too many errors, or the connection broke),
 2 connect or bind failure.
 """
@@ -61,7 +61,7 @@ args.add_argument("--json", default="")
 opt = args.parse_args()
 
 lock = threading.Lock()
-result = {"submitted": 0, "acked": 0, "errors": {}, "message_ids": [], "receipts": {}, "unmatched": 0,
+result = {"mo": [], "submitted": 0, "acked": 0, "errors": {}, "message_ids": [], "receipts": {}, "unmatched": 0,
           "elapsed_s": 0, "msg_per_s": 0, "latency_ms": {}, "bind_status": 0, "broken": ""}
 sent_at = {}       # sequence -> monotonic time of the submit
 latencies = []
@@ -82,6 +82,13 @@ def on_deliver(pdu, **_):
     text = pdu.short_message.decode("latin1") if isinstance(pdu.short_message, bytes) else str(pdu.short_message or "")
     m = re.search(r"stat:(\S+)", text)
     state = m.group(1) if m else str(getattr(pdu, "message_state", "?"))
+    esm = getattr(pdu, "esm_class", 0) or 0
+    if not (esm & 0x3C) and not getattr(pdu, "receipted_message_id", None):
+        with lock:
+            result["mo"].append({"source": pdu.source_addr.decode() if isinstance(pdu.source_addr, bytes) else str(pdu.source_addr),
+                                 "destination": pdu.destination_addr.decode() if isinstance(pdu.destination_addr, bytes) else str(pdu.destination_addr),
+                                 "text": text})
+        return 0
     rid = receipt_id(pdu)
     with lock:
         if rid is None:

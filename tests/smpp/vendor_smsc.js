@@ -15,6 +15,8 @@
 //     [--drop-after 0]         destroy each connection after N submits (no resp for the N+1th)
 //     [--stats-file PATH]      JSON stats, rewritten every 200 ms and at exit
 //     [--exit-after 0]         seconds until it exits on its own
+//     [--mo-file PATH]         polled every 100 ms; each new line "system_id source destination text"
+//                              is sent once as a mobile-originated deliver_sm (esm_class 0)
 //
 // Prints "vendor-smsc: listening on HOST:PORT" once ready. Receipts go to a bound receiver
 // or transceiver of the same system_id; while none is bound they are kept and sent on the
@@ -26,7 +28,7 @@ const fs = require('fs');
 
 const opt = { port: 0, host: '127.0.0.1', accounts: 'vendor:vpw', msgid: 'hex', 'dlr-id': 'same',
   'no-tlv': false, 'dlr-delay-ms': 50, 'dlr-repeat': 0, 'reject-rate': 0, 'refuse-dest': '',
-  'drop-after': 0, 'stats-file': '', 'exit-after': 0 };
+  'drop-after': 0, 'stats-file': '', 'exit-after': 0, 'mo-file': '' };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
   const name = argv[i].replace(/^--/, '');
@@ -147,6 +149,18 @@ const server = smpp.createServer({}, session => {
   session.on('close', gone);
   session.on('error', gone);
 });
+
+let moLines = 0;
+function pollMo() {
+  if (!opt['mo-file'] || !fs.existsSync(opt['mo-file'])) return;
+  const lines = fs.readFileSync(opt['mo-file'], 'utf8').split('\n').filter(l => l.trim());
+  for (; moLines < lines.length; moLines++) {
+    const [sys, src, dst, ...text] = lines[moLines].split(' ');
+    stats.mo_sent = (stats.mo_sent || 0) + 1;
+    sendReceipt(sys, { source_addr: src, destination_addr: dst, esm_class: 0, short_message: text.join(' ') });
+  }
+}
+setInterval(pollMo, 100).unref();
 
 function writeStats() {
   stats.dlr_pending = [...pending.values()].reduce((a, l) => a + l.length, 0);

@@ -308,3 +308,120 @@ fn embedded_pods_are_their_own_store() {
     let mut c = redoubt_tests::Conn::connect(format!("127.0.0.1:{port}").parse().unwrap());
     assert!(c.cmd(&["HLEN", "gw:customers"]).as_int() == Some(1));
 }
+
+#[test]
+fn mobile_originated_messages_and_webhook_receipts() {
+    if !peers_available() {
+        return;
+    }
+    let dir = TempDir::new("gw-peers-mo");
+    let node = Node::start(dir.path(), &[]);
+    let mo_file = dir.path().join("mo.txt");
+    let mo_arg = mo_file.display().to_string();
+    let vendor = Vendor::start(dir.path(), "v1", &["--accounts", "vendor:vpw", "--mo-file", &mo_arg]);
+    let a = Pod::start(dir.path(), "a", &[node.addr], &[]);
+    let b = Pod::start(dir.path(), "b", &[node.addr], &[]);
+    configure(&a, &[vendor.port], 20);
+    // The customer owns 1800555...: messages from phones to those numbers are theirs.
+    let body = format!(r#"{{"password":"{PASSWORD}","max_tps":0,"max_binds":16,"numbers":["1800555"]}}"#);
+    assert_eq!(a.http("PUT", &format!("/api/v1/customers/{CUSTOMER}"), Some(&body)).0, 200);
+    a.wait_bound(&["v1"], Duration::from_secs(20));
+    b.wait_bound(&["v1"], Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(&mo_file, "vendor 46701111111 18005550100 STOP\nvendor 46702222222 19990000000 nobody owns this\n")
+        .unwrap();
+    let run = customer(
+        dir.path(),
+        "mo",
+        &refs(&args(b.smpp, &["--bind", "rx", "--listen-only", "3"])),
+        Duration::from_secs(30),
+    );
+    let mo = run.json["mo"].as_array().cloned().unwrap_or_default();
+    assert_eq!(mo.len(), 1, "{}", run.json);
+    assert_eq!(
+        (mo[0]["source"].as_str(), mo[0]["destination"].as_str(), mo[0]["text"].as_str()),
+        (Some("46701111111"), Some("18005550100"), Some("STOP"))
+    );
+    let mut c = node.conn();
+    let unrouted = c.cmd(&["LRANGE", "gw:mo:unrouted", "0", "-1"]);
+    assert!(unrouted.render().contains("nobody owns this"), "{}", unrouted.render());
+
+    // Receipts by webhook: a customer with a webhook_url gets each receipt POSTed.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = listener.local_addr().unwrap().port();
+    let posts = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = posts.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for (n, s) in listener.incoming().enumerate() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Headers, then Content-Length bytes of body.
+            while let Ok(k) = s.read(&mut chunk) {
+                if k == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..k]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head.lines().find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    });
+                    if body.len() >= len.unwrap_or(0) {
+                        break;
+                    }
+                }
+            }
+            // The first POST fails: the gateway must retry it.
+            let status = if n == 0 { "500 Internal Server Error" } else { "200 OK" };
+            if n > 0 {
+                let text = String::from_utf8_lossy(&buf).to_string();
+                seen.lock().unwrap().push(text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default());
+            }
+            let _ =
+                s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
+        }
+    });
+    let body = format!(r#"{{"password":"hpw","max_tps":0,"max_binds":4,"webhook_url":"http://127.0.0.1:{hook}/dlr"}}"#);
+    assert_eq!(a.http("PUT", "/api/v1/customers/hooked", Some(&body)).0, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    let run = customer(
+        dir.path(),
+        "hooked",
+        &[
+            "--port",
+            &a.smpp.to_string(),
+            "--system-id",
+            "hooked",
+            "--password",
+            "hpw",
+            "--bind",
+            "tx",
+            "--count",
+            "20",
+            "--wait-dlr",
+            "0",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(run.ok, "{}", run.output);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = posts.lock().unwrap().clone();
+        let ids: std::collections::HashSet<String> = got
+            .iter()
+            .filter_map(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+            .filter(|j| j["type"] == "receipt" && j["state"] == "DELIVRD")
+            .filter_map(|j| j["message_id"].as_str().map(String::from))
+            .collect();
+        if run.acked_ids().iter().all(|id| ids.contains(id)) {
+            assert_eq!(got.len(), 20, "each receipt posted once");
+            break;
+        }
+        assert!(Instant::now() < deadline, "webhook got {} of 20 receipts", ids.len());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
