@@ -14,6 +14,7 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 N=5000; C=3; W=50; SINGLE=""
+# (at most 8 clients: the vendor has 8 direct accounts)
 while [ $# -gt 0 ]; do
     case "$1" in
         -n) N=$2; shift 2 ;;
@@ -54,7 +55,7 @@ STATE=$(IFS=,; echo "${NODES[*]}")
 REV=$(printf '%s\n' "${NODES[@]}" | tac | paste -sd,)
 
 # --- the vendor and two pods
-node "$ROOT/tests/smpp/vendor_smsc.js" --port 0 --accounts vendor:vpw,direct:dpw --dlr-delay-ms 20 >"$WORK/vendor.out" 2>&1 & PIDS+=($!)
+node "$ROOT/tests/smpp/vendor_smsc.js" --port 0 --accounts vendor:vpw,direct1:dpw,direct2:dpw,direct3:dpw,direct4:dpw,direct5:dpw,direct6:dpw,direct7:dpw,direct8:dpw --dlr-delay-ms 20 >"$WORK/vendor.out" 2>&1 & PIDS+=($!)
 for _ in $(seq 100); do grep -q listening "$WORK/vendor.out" && break; sleep 0.05; done
 VPORT=$(grep -o '[0-9]*$' "$WORK/vendor.out" | head -1)
 start_pod() {  # name state -> "smpp http"
@@ -67,7 +68,11 @@ start_pod() {  # name state -> "smpp http"
 read -r A_SMPP A_HTTP < <(start_pod a "$STATE")
 read -r B_SMPP B_HTTP < <(start_pod b "$REV")
 K=(-s -H "X-API-Key: bench" -H "Content-Type: application/json")
-curl "${K[@]}" -X PUT "127.0.0.1:$A_HTTP/api/v1/customers/bench" -d '{"password":"pw","max_tps":0,"max_binds":64}' >/dev/null
+# One account per client: a customer's receipts go to any of its receivers, and each client
+# must see its own.
+for i in $(seq "$C"); do
+    curl "${K[@]}" -X PUT "127.0.0.1:$A_HTTP/api/v1/customers/bench$i" -d '{"password":"pw","max_tps":0,"max_binds":64}' >/dev/null
+done
 curl "${K[@]}" -X PUT "127.0.0.1:$A_HTTP/api/v1/vendors/v1" \
     -d "{\"host\":\"127.0.0.1\",\"port\":$VPORT,\"system_id\":\"vendor\",\"password\":\"vpw\",\"bind\":\"transceiver\",\"max_tps\":0,\"window\":200,\"enabled\":true}" >/dev/null
 curl "${K[@]}" -X PUT "127.0.0.1:$A_HTTP/api/v1/routes/default" -d '{"vendors":["v1"]}' >/dev/null
@@ -81,7 +86,7 @@ run_clients() {  # label tx_port rx_port system_id password
     for i in $(seq "$C"); do
         local tx=$2 rx=$3
         if [ $((i % 2)) = 0 ] && [ "$label" = gateway ]; then tx=$3; rx=$2; fi
-        "$PY" "$ROOT/tests/smpp/customer.py" --port "$tx" --rx-port "$rx" --bind tx+rx --system-id "$4" --password "$5" \
+        "$PY" "$ROOT/tests/smpp/customer.py" --port "$tx" --rx-port "$rx" --bind tx+rx --system-id "$4$i" --password "$5" \
             --count "$N" --window "$W" --destination "46${i}{i:08d}" --wait-dlr 120 --json "$WORK/$label-$i.json" >/dev/null 2>&1 &
         CL+=($!)
     done
@@ -91,18 +96,25 @@ run_clients() {  # label tx_port rx_port system_id password
     "$PY" - "$WORK" "$label" "$C" "$N" "$start" "$end" <<'PY'
 import json, sys
 work, label, c, n, start, end = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
-acked = receipted = dup = 0; p50 = []; p99 = []
+acked = receipted = dup = 0; p50 = []; p99 = []; missing = []
 for i in range(1, c + 1):
     d = json.load(open(f"{work}/{label}-{i}.json"))
     ids = d["message_ids"]; r = d["receipts"]
     acked += len(ids); receipted += sum(1 for x in ids if x in r); dup += sum(1 for v in r.values() if len(v) > 1)
+    missing += [x for x in ids if x not in r]
     if d["latency_ms"]: p50.append(d["latency_ms"]["p50"]); p99.append(d["latency_ms"]["p99"])
 secs = end - start
 print(f"{label:8s} {c} clients x {n}: {acked}/{c*n} acked, {receipted} receipted, {dup} duplicate receipts, "
       f"{secs:.1f} s, {receipted/secs:,.0f} msg/s end to end; submit_sm_resp p50 {max(p50 or [0]):.1f} ms p99 {max(p99 or [0]):.1f} ms (worst client)")
+open(f"{work}/{label}-missing", "w").write("\n".join(missing[:3]))
 PY
+    if [ "$1" = gateway ] && [ -s "$WORK/gateway-missing" ]; then
+        echo "acked without a receipt, e.g.:"
+        while read -r id; do curl -s "${K[@]}" "127.0.0.1:$A_HTTP/api/v1/messages/$id"; echo; done <"$WORK/gateway-missing"
+    fi
 }
 CL=()
 echo "# $(date -u +%FT%TZ) $(nproc) cores; store: $([ -n "$SINGLE" ] && echo 'one durable node' || echo '3-node cluster'); window $W"
 run_clients gateway "$A_SMPP" "$B_SMPP" bench pw
 run_clients direct "$VPORT" "$VPORT" direct dpw
+[ -n "${HOLD:-}" ] && [ -s "$WORK/gateway-missing" ] && { echo "holding for $HOLD s: $WORK"; sleep "$HOLD"; }

@@ -7,8 +7,11 @@
 //! callers whose command was in flight get [`Error::Closed`] or [`Error::Io`] and decide for
 //! themselves whether a retry is safe (the gateway makes its writes idempotent for this).
 //!
-//! Any node of a redoubt cluster takes any command (followers forward writes), so "failover"
-//! here only means "find a node that answers".
+//! Any node of a redoubt cluster takes any command (followers forward writes), but a
+//! follower forwards one command of a connection at a time, so a pipelining client belongs on
+//! the leader. [`Shared::following_leader`] makes the driver ask each node it reaches for
+//! `RAFT INFO`, move to the `leader_addr` it names, and check every second that the node it
+//! is on still leads (a plain Redis, or a single node, answers otherwise and is used as is).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -43,10 +46,19 @@ impl Shared {
     /// Starts the driver for `nodes` (`host:port` each). It connects lazily, on first use, and
     /// keeps trying the list in turn while commands wait.
     pub fn new(nodes: Vec<String>) -> Shared {
-        assert!(!nodes.is_empty(), "Shared::new needs at least one node");
+        Shared::start(nodes, false)
+    }
+
+    /// Like [`Shared::new`], staying on the Raft leader of a redoubt cluster.
+    pub fn following_leader(nodes: Vec<String>) -> Shared {
+        Shared::start(nodes, true)
+    }
+
+    fn start(nodes: Vec<String>, follow: bool) -> Shared {
+        assert!(!nodes.is_empty(), "Shared needs at least one node");
         let (tx, rx) = mpsc::channel(QUEUE);
         let nodes = Arc::new(nodes);
-        tokio::spawn(drive(nodes.clone(), rx));
+        tokio::spawn(drive(nodes.clone(), rx, follow));
         Shared { tx, nodes }
     }
 
@@ -65,7 +77,39 @@ impl Shared {
     }
 }
 
-async fn drive(nodes: Arc<Vec<String>>, mut rx: mpsc::Receiver<Request>) {
+/// What `RAFT INFO` says about leadership: `Some(None)` this node leads (or is not in a
+/// cluster), `Some(Some(addr))` another node leads, `None` no leader known.
+async fn leadership(stream: &mut TcpStream) -> Option<Option<String>> {
+    let mut out = Vec::new();
+    encode_command(&["RAFT", "INFO"], &mut out);
+    stream.write_all(&out).await.ok()?;
+    let mut buf = BytesMut::with_capacity(1024);
+    let reply = loop {
+        if let Ok(Some(v)) = decode_reply(&mut buf, false) {
+            break v;
+        }
+        if tokio::time::timeout(Duration::from_secs(2), stream.read_buf(&mut buf)).await.ok()?.ok()? == 0 {
+            return None;
+        }
+    };
+    let Some(text) = reply.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned()) else {
+        return Some(None); // not redoubt, or not clustered: use the node as it is
+    };
+    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string());
+    match (field("role:").as_deref(), field("leader_addr:")) {
+        (Some("leader"), _) => Some(None),
+        (_, Some(addr)) if !addr.is_empty() => Some(Some(addr)),
+        _ => None,
+    }
+}
+
+async fn connect(addr: &str) -> Option<TcpStream> {
+    let s = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await.ok()?.ok()?;
+    let _ = s.set_nodelay(true);
+    Some(s)
+}
+
+async fn drive(nodes: Arc<Vec<String>>, mut rx: mpsc::Receiver<Request>, follow: bool) {
     let mut next = 0usize;
     let mut backoff = Duration::from_millis(20);
     // A request taken off the queue while no connection was up: sent on the next one.
@@ -77,24 +121,36 @@ async fn drive(nodes: Arc<Vec<String>>, mut rx: mpsc::Receiver<Request>) {
                 None => return, // every handle dropped
             }
         }
-        let addr = &nodes[next % nodes.len()];
+        let mut addr = nodes[next % nodes.len()].clone();
         next += 1;
-        let stream = match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr.as_str())).await {
-            Ok(Ok(s)) => s,
-            _ => {
-                tracing::debug!(node = %addr, "state store unreachable; trying the next node");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
+        let Some(mut stream) = connect(&addr).await else {
+            tracing::debug!(node = %addr, "state store unreachable; trying the next node");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            continue;
         };
-        let _ = stream.set_nodelay(true);
+        if follow {
+            match leadership(&mut stream).await {
+                Some(None) => {}
+                Some(Some(leader)) => match connect(&leader).await {
+                    Some(s) => {
+                        stream = s;
+                        addr = leader;
+                    }
+                    // The leader named is unreachable (it may have just died): use this node,
+                    // which forwards, until the next check.
+                    None => {}
+                },
+                // An election is running: this node forwards once it is over.
+                None => {}
+            }
+        }
         backoff = Duration::from_millis(20);
         tracing::debug!(node = %addr, "state store connected");
-        let mut conn = Conn { stream, buf: BytesMut::with_capacity(64 * 1024), pending: VecDeque::new() };
+        let mut conn = Conn { stream, buf: BytesMut::with_capacity(64 * 1024), pending: VecDeque::new(), follow };
         let err = conn.serve(&mut rx, &mut held).await;
         tracing::warn!(node = %addr, error = %err, "state store connection lost");
-        for p in conn.pending.drain(..) {
+        for p in conn.pending.drain(..).flatten() {
             let _ = p.send(Err(Error::Protocol(format!("connection lost: {err}"))));
         }
         if rx.is_closed() && held.is_none() {
@@ -106,7 +162,9 @@ async fn drive(nodes: Arc<Vec<String>>, mut rx: mpsc::Receiver<Request>) {
 struct Conn {
     stream: TcpStream,
     buf: BytesMut,
-    pending: VecDeque<oneshot::Sender<Result<Value>>>,
+    /// `None`: the driver's own leadership probe.
+    pending: VecDeque<Option<oneshot::Sender<Result<Value>>>>,
+    follow: bool,
 }
 
 impl Conn {
@@ -114,6 +172,10 @@ impl Conn {
     async fn serve(&mut self, rx: &mut mpsc::Receiver<Request>, held: &mut Option<Request>) -> Error {
         let mut out = Vec::with_capacity(64 * 1024);
         let mut closed = false;
+        let mut probe = tokio::time::interval(Duration::from_secs(1));
+        probe.tick().await;
+        // This node stopped leading: take no new requests, answer those in flight, then go.
+        let mut leaving = false;
         loop {
             if closed && held.is_none() && self.pending.is_empty() {
                 return Error::Closed;
@@ -121,13 +183,13 @@ impl Conn {
             // Gather everything that is waiting into one write.
             if let Some(r) = held.take() {
                 out.extend_from_slice(&r.frame);
-                self.pending.push_back(r.reply);
+                self.pending.push_back(Some(r.reply));
             }
             while out.len() < MAX_WRITE {
                 match rx.try_recv() {
                     Ok(r) => {
                         out.extend_from_slice(&r.frame);
-                        self.pending.push_back(r.reply);
+                        self.pending.push_back(Some(r.reply));
                     }
                     Err(_) => break,
                 }
@@ -139,7 +201,11 @@ impl Conn {
                 out.clear();
             }
             tokio::select! {
-                r = rx.recv(), if !closed && self.pending.len() < QUEUE => match r {
+                _ = probe.tick(), if self.follow => {
+                    encode_command(&["RAFT", "INFO"], &mut out);
+                    self.pending.push_back(None);
+                }
+                r = rx.recv(), if !closed && !leaving && self.pending.len() < QUEUE => match r {
                     Some(r) => *held = Some(r),
                     None => closed = true,
                 },
@@ -152,12 +218,21 @@ impl Conn {
                     loop {
                         match decode_reply(&mut self.buf, false) {
                             Ok(Some(v)) => match self.pending.pop_front() {
-                                Some(p) => { let _ = p.send(Ok(v)); }
+                                Some(Some(p)) => { let _ = p.send(Ok(v)); }
+                                Some(None) => {
+                                    // Our probe: leave a node that no longer leads (the
+                                    // callers' requests in flight are answered first).
+                                    let role = v.as_bytes().map(|b| String::from_utf8_lossy(b).contains("role:leader"));
+                                    leaving |= role == Some(false);
+                                }
                                 None => return Error::Protocol("reply with no request".into()),
                             },
                             Ok(None) => break,
                             Err(e) => return Error::Protocol(e),
                         }
+                    }
+                    if leaving && held.is_none() && self.pending.iter().all(Option::is_none) {
+                        return Error::Protocol("moving to the leader".into());
                     }
                 }
             }

@@ -201,6 +201,49 @@ pub async fn vendor_receipt(gw: &Gateway, vendor: &str, r: &VendorReceipt) -> Re
     record_receipt(gw, vendor, &routing, r).await
 }
 
+/// How long a receipt waits for its exact vendor id before the numeric forms are tried.
+const EXACT_GRACE_MS: i64 = 3_000;
+
+/// Re-examines held receipts: ones whose submit_sm_resp never came under the same spelling
+/// are matched by the id's numeric forms once [`EXACT_GRACE_MS`] has passed; ones older than
+/// the message TTL are dropped. Any pod may do this (a receipt recorded twice is recorded
+/// once: the done marker).
+pub async fn early_receipts(gw: Arc<Gateway>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Ok(due) = gw.store.early_due(EXACT_GRACE_MS, 200).await else { continue };
+        for (vendor, raw) in due {
+            let Some(r) = VendorReceipt::decode(&raw) else {
+                let _ = gw.store.early_done(&vendor, "", &raw).await;
+                continue;
+            };
+            let found = match gw.store.lookup_vid(&vendor, &r.vid).await {
+                Ok(Some(x)) => Some(x),
+                Ok(None) => gw.store.lookup_vid_numeric(&vendor, &r.vid).await.ok().flatten(),
+                Err(_) => continue,
+            };
+            match found {
+                Some(routing) => {
+                    if record_receipt(&gw, &vendor, &routing, &r).await.is_ok() {
+                        let _ = gw.store.early_done(&vendor, &r.vid, &raw).await;
+                    }
+                }
+                None => {
+                    // Still nothing: keep it until the TTL (the index score is its arrival).
+                    let age_ok =
+                        gw.store.call(&["ZSCORE", crate::messages::EARLY_INDEX, &format!("{vendor}\t{raw}")]).await;
+                    let at = age_ok
+                        .ok()
+                        .and_then(|v| v.as_bytes().and_then(|b| std::str::from_utf8(b).ok()?.parse::<f64>().ok()));
+                    if at.is_some_and(|at| (now_ms() as f64 - at) > gw.settings.message_ttl_ms as f64) {
+                        let _ = gw.store.early_done(&vendor, &r.vid, &raw).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn record_receipt(gw: &Gateway, vendor: &str, routing: &Routing, r: &VendorReceipt) -> Result<()> {
     let detail = format!("receipt {} from {vendor} err:{}", r.state, r.err);
     if !record(gw, routing, r, &detail).await? {

@@ -123,6 +123,7 @@ impl Gateway {
         tokio::spawn(vendor::supervise(self.clone()));
         tokio::spawn(webhook::supervise(self.clone()));
         tokio::spawn(dispatch::pods(self.clone()));
+        tokio::spawn(dispatch::early_receipts(self.clone()));
         tokio::spawn(dispatch::run(self.clone()));
         tokio::spawn(smpp::server::serve(self.clone(), smpp));
         let app = api::router(self.clone());

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use redoubt_client::{Script, Value};
 
-use crate::receipts::aliases;
+use crate::receipts::{exact, receipt_aliases, stored_aliases};
 use crate::store::{bytes_at, int_at, now_ms, Result, Store};
 
 /// A gateway message id: time-ordered, unique across pods without asking the store.
@@ -44,6 +44,8 @@ pub fn trail_key(id: &str) -> String {
 }
 pub const QUEUE: &str = "gw:queue";
 pub const PODS: &str = "gw:pods";
+/// Receipts held because their vendor id matched nothing yet: `{vendor}\t{receipt}` -> when.
+pub const EARLY_INDEX: &str = "gw:early:index";
 pub fn inflight_key(pod: &str) -> String {
     format!("gw:inflight:{pod}")
 }
@@ -169,7 +171,7 @@ return n
 static SUBMITTED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
--- KEYS: msg, trail, inflight, memo, then a (vid key, early key) pair per alias of the vendor id
+-- KEYS: msg, trail, inflight, memo, early (exact id), early index, then the vid key per alias
 -- ARGV: id, vendor, vid, now, ttl ms, routing
 local memo = redis.call('GET', KEYS[4])
 if memo then return cjson.decode(memo) end
@@ -177,14 +179,13 @@ redis.call('LREM', KEYS[3], 1, ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
 redis.call('HSET', KEYS[1], 'state', 'submitted', 'vendor', ARGV[2], 'vid', ARGV[3], 'submitted_at', ARGV[4])
 redis.call('RPUSH', KEYS[2], ARGV[4] .. ' submitted ' .. ARGV[2] .. ' ' .. ARGV[3])
-local early = {}
-for i = 5, #KEYS, 2 do
+for i = 7, #KEYS do
   redis.call('SET', KEYS[i], ARGV[6], 'PX', ARGV[5])
-  local e = redis.call('LRANGE', KEYS[i + 1], 0, -1)
-  if #e > 0 then
-    redis.call('DEL', KEYS[i + 1])
-    for _, r in ipairs(e) do early[#early + 1] = r end
-  end
+end
+local early = redis.call('LRANGE', KEYS[5], 0, -1)
+if #early > 0 then
+  redis.call('DEL', KEYS[5])
+  for _, r in ipairs(early) do redis.call('ZREM', KEYS[6], ARGV[2] .. '\t' .. r) end
 end
 if #early > 0 then redis.call('SET', KEYS[4], cjson.encode(early), 'PX', 60000) end
 return early
@@ -195,15 +196,12 @@ return early
 static HOLD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
--- KEYS: (vid key, early key) per alias. ARGV: receipt, ttl ms
-for i = 1, #KEYS, 2 do
-  local r = redis.call('GET', KEYS[i])
-  if r then return r end
-end
-for i = 2, #KEYS, 2 do
-  redis.call('RPUSH', KEYS[i], ARGV[1])
-  redis.call('PEXPIRE', KEYS[i], ARGV[2])
-end
+-- KEYS: vid key, early key, early index. ARGV: receipt, ttl ms, now, index member
+local r = redis.call('GET', KEYS[1])
+if r then return r end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 return false
 "#,
     )
@@ -368,20 +366,33 @@ impl Store {
     pub async fn submitted(&self, pod: &str, m: &Queued, vendor: &str, vid: &str, ttl_ms: u64) -> Result<Vec<String>> {
         // The memo is per vendor id: a retry of this call gets the same early receipts back.
         let memo = format!("gw:memo:sub:{vendor}:{vid}");
-        let mut keys = vec![msg_key(&m.id), trail_key(&m.id), inflight_key(pod), memo];
-        for alias in aliases(vid) {
-            keys.push(vid_key(vendor, &alias));
-            keys.push(early_key(vendor, &alias));
-        }
+        let mut keys = vec![
+            msg_key(&m.id),
+            trail_key(&m.id),
+            inflight_key(pod),
+            memo,
+            early_key(vendor, &exact(vid)),
+            EARLY_INDEX.to_string(),
+        ];
+        keys.extend(stored_aliases(vid).iter().map(|a| vid_key(vendor, a)));
         let routing = Routing::of(m).encode();
         let args =
             [m.id.clone(), vendor.to_string(), vid.to_string(), now_ms().to_string(), ttl_ms.to_string(), routing];
         Ok(strings(self.script(&SUBMITTED, &keys, &args).await?))
     }
 
-    /// Finds the message a vendor id belongs to: exact first, then its numeric forms.
+    /// Finds the message a vendor id belongs to, exactly.
     pub async fn lookup_vid(&self, vendor: &str, vid: &str) -> Result<Option<Routing>> {
-        for alias in aliases(vid) {
+        self.lookup_keys(vendor, &[exact(vid)]).await
+    }
+
+    /// Finds it by the id's numeric forms (after the exact form had its chance).
+    pub async fn lookup_vid_numeric(&self, vendor: &str, vid: &str) -> Result<Option<Routing>> {
+        self.lookup_keys(vendor, &receipt_aliases(vid)).await
+    }
+
+    async fn lookup_keys(&self, vendor: &str, keys: &[String]) -> Result<Option<Routing>> {
+        for alias in keys {
             let v = self.call(&["GET", &vid_key(vendor, &alias)]).await?;
             if let Some(r) = v.as_bytes().and_then(|b| Routing::decode(&String::from_utf8_lossy(b))) {
                 return Ok(Some(r));
@@ -407,19 +418,33 @@ impl Store {
         Ok(self.script(&RECEIPT, &keys, &args).await?.as_int() == Some(1))
     }
 
-    /// Holds a receipt whose vendor id is not known yet, under each alias of the id (the
-    /// submit_sm_resp may spell it differently), unless the id became known meanwhile: then
-    /// its routing comes back instead, and the caller goes on as if the lookup had found it.
-    /// (One script, so a submit_sm_resp recorded between the lookup and the hold cannot
-    /// strand the receipt.)
+    /// Holds a receipt whose vendor id is not known yet (under its exact form, and in the
+    /// early index that [`Store::early_due`] reads), unless the id became known meanwhile:
+    /// then its routing comes back instead. One script, so a submit_sm_resp recorded between
+    /// the lookup and the hold cannot strand the receipt.
     pub async fn hold_early(&self, vendor: &str, vid: &str, raw: &str, ttl_ms: u64) -> Result<Option<Routing>> {
-        let mut keys = Vec::new();
-        for alias in aliases(vid) {
-            keys.push(vid_key(vendor, &alias));
-            keys.push(early_key(vendor, &alias));
-        }
-        let v = self.script(&HOLD, &keys, &[raw, &ttl_ms.to_string()]).await?;
+        let e = exact(vid);
+        let keys = [vid_key(vendor, &e), early_key(vendor, &e), EARLY_INDEX.to_string()];
+        let member = format!("{vendor}\t{raw}");
+        let v = self.script(&HOLD, &keys, &[raw, &ttl_ms.to_string(), &now_ms().to_string(), &member]).await?;
         Ok(v.as_bytes().and_then(|b| Routing::decode(&String::from_utf8_lossy(b))))
+    }
+
+    /// Held receipts older than `age_ms`: `(vendor, receipt)`, at most `n`.
+    pub async fn early_due(&self, age_ms: i64, n: usize) -> Result<Vec<(String, String)>> {
+        let before = (now_ms() - age_ms).to_string();
+        let v = self.call(&["ZRANGEBYSCORE", EARLY_INDEX, "-inf", &before, "LIMIT", "0", &n.to_string()]).await?;
+        Ok(strings(v)
+            .into_iter()
+            .filter_map(|m| m.split_once('\t').map(|(a, b)| (a.to_string(), b.to_string())))
+            .collect())
+    }
+
+    /// Forgets a held receipt (matched, or expired).
+    pub async fn early_done(&self, vendor: &str, vid: &str, raw: &str) -> Result<()> {
+        self.call(&["ZREM", EARLY_INDEX, &format!("{vendor}\t{raw}")]).await?;
+        self.call(&["LREM", &early_key(vendor, &exact(vid)), "0", raw]).await?;
+        Ok(())
     }
 
     /// Leases up to `n` receipts waiting for `customer`.

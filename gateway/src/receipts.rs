@@ -3,9 +3,12 @@
 //! Vendors disagree on how a receipt names its message. The id may come in the
 //! `receipted_message_id` TLV (0x001E) or only in the text (`id:...`), and a vendor may hand
 //! out hex ids in submit_sm_resp and decimal ones in receipts (or the reverse). So a
-//! receipt's id is looked up exactly (case-insensitive) first, then by its numeric value read
-//! as decimal and as hex: [`aliases`] gives the keys a vendor id is stored and looked up
-//! under. The state comes from the `message_state` TLV (0x0427), else from `stat:`.
+//! receipt's id is looked up exactly (case-insensitive) first; only a receipt that still
+//! matches nothing exactly after a grace period (its submit_sm_resp would have been recorded
+//! by then) is looked up by its numeric value ([`receipt_aliases`] against
+//! [`stored_aliases`]). Trying the numeric forms at once would let an early receipt, whose
+//! resp is not recorded yet, match another message whose id reads as the same number in the
+//! other base. The state comes from the `message_state` TLV (0x0427), else from `stat:`.
 
 use rusmpp::pdus::DeliverSm;
 use rusmpp::tlvs::{MessageDeliveryRequestTlvValue, TlvValue};
@@ -14,27 +17,49 @@ use rusmpp::values::{EsmClass, MessageState, Npi, RegisteredDelivery, ServiceTyp
 
 use crate::smpp::pdu::cstr;
 
-/// The keys a vendor message id is known by: itself (lower case), then its numeric value
-/// when it reads as a decimal number, then when it reads as a hex number (`#<decimal>`).
-pub fn aliases(vid: &str) -> Vec<String> {
-    let lower = vid.trim().to_ascii_lowercase();
-    let mut out = vec![lower.clone()];
-    let mut add = |s: String| {
-        if !out.contains(&s) {
-            out.push(s)
-        }
-    };
-    if !lower.is_empty() && lower.len() <= 38 && lower.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(n) = lower.parse::<u128>() {
-            add(format!("#{n}"));
-        }
+/// A vendor id as stored and looked up first: trimmed, lower case.
+pub fn exact(vid: &str) -> String {
+    vid.trim().to_ascii_lowercase()
+}
+
+/// The numeric keys a vendor's submit_sm_resp id is also stored under: its value read as
+/// hex (`#h<value>`) when it reads as hex, and read as decimal (`#d<value>`) when it reads
+/// as decimal. The two readings live apart, so one id's hex reading never meets another's
+/// decimal reading.
+pub fn stored_aliases(vid: &str) -> Vec<String> {
+    let e = exact(vid);
+    let mut out = vec![e.clone()];
+    if let Some(n) = read_hex(&e) {
+        out.push(format!("#h{n}"));
     }
-    if !lower.is_empty() && lower.len() <= 32 && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
-        if let Ok(n) = u128::from_str_radix(&lower, 16) {
-            add(format!("#{n}"));
-        }
+    if let Some(n) = read_dec(&e) {
+        out.push(format!("#d{n}"));
     }
     out
+}
+
+/// Where a receipt whose id matched nothing exactly looks next: a resp id whose hex value is
+/// this id's decimal value (the common hex-in-resp, decimal-in-receipt vendor), then one whose
+/// decimal value is this id's hex value (the reverse).
+pub fn receipt_aliases(vid: &str) -> Vec<String> {
+    let e = exact(vid);
+    let mut out = Vec::new();
+    if let Some(n) = read_dec(&e) {
+        out.push(format!("#h{n}"));
+    }
+    if let Some(n) = read_hex(&e) {
+        out.push(format!("#d{n}"));
+    }
+    out
+}
+
+fn read_hex(s: &str) -> Option<u128> {
+    (!s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u128::from_str_radix(s, 16).ok())?
+}
+
+fn read_dec(s: &str) -> Option<u128> {
+    (!s.is_empty() && s.len() <= 38 && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
 }
 
 /// A receipt as a vendor sent it, reduced to what the gateway needs.
@@ -276,13 +301,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hex_and_decimal_forms_of_one_id_share_an_alias() {
-        let resp = aliases("1A2B");
-        let receipt = aliases("6699");
-        assert!(resp.iter().any(|a| receipt.contains(a)), "{resp:?} {receipt:?}");
-        assert_eq!(aliases("abc-123"), vec!["abc-123".to_string()]);
-        assert_eq!(aliases("00042")[0], "00042");
-        assert!(aliases("00042").contains(&"#42".to_string()));
+    fn hex_and_decimal_forms_of_one_id_meet_and_different_ids_do_not() {
+        // Hex in the resp, decimal in the receipt, and the reverse.
+        assert!(receipt_aliases("6699").iter().any(|a| stored_aliases("1A2B").contains(a)));
+        assert!(receipt_aliases("1a2b").iter().any(|a| stored_aliases("6699").contains(a)));
+        // Two different resp ids whose readings coincide across bases never share a key:
+        // "00001317" read as decimal is 1317, "525" read as hex is 1317.
+        let a = stored_aliases("00001317");
+        let b = stored_aliases("525");
+        assert!(!a.iter().any(|k| b.contains(k)), "{a:?} {b:?}");
+        assert_eq!(stored_aliases("abc-123"), vec!["abc-123".to_string()]);
+        assert!(receipt_aliases("abc-123").is_empty());
     }
 
     #[test]

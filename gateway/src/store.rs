@@ -54,7 +54,7 @@ pub struct Store {
 
 impl Store {
     pub fn new(nodes: Vec<String>) -> Store {
-        Store { client: Shared::new(nodes) }
+        Store { client: Shared::following_leader(nodes) }
     }
 
     /// One command, retried while the cluster elects a leader or a node comes back. Only
