@@ -158,6 +158,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, id: u64) {
         ticket: Ticket::default(),
         commit_rx: None,
         read_barrier: false,
+        wrote_since_reads: false,
     };
     if let Err(e) = c.run().await {
         tracing::debug!(error = %e, "connection ended");
@@ -183,6 +184,10 @@ struct Connection {
     commit_rx: Option<watch::Receiver<Ticket>>,
     /// A read ran on the leader of a cluster: its reply waits for a leadership check.
     read_barrier: bool,
+    /// Writes were recorded since the last commit wait, after any reads it covers: their
+    /// commit by a majority of this term proves the leadership those reads need (see
+    /// `await_commit`).
+    wrote_since_reads: bool,
 }
 
 impl Connection {
@@ -465,6 +470,9 @@ impl Connection {
             if std::mem::take(&mut self.batch_touched) || recorded {
                 self.ticket = repl.ticket(&st);
             }
+            // This batch's ops go into a log entry only after the batch (and every read in it
+            // or before it) has run: the proposer takes them once the lock is released.
+            self.wrote_since_reads |= recorded;
         }
         let events = std::mem::take(&mut st.ks.events);
         drop(st);
@@ -495,6 +503,7 @@ impl Connection {
         let Some(repl) = self.shared.repl.get() else { return true };
         let ticket = std::mem::take(&mut self.ticket);
         let reads = std::mem::take(&mut self.read_barrier);
+        let wrote = std::mem::take(&mut self.wrote_since_reads);
         if repl.ack_on_execute.load(Ordering::Relaxed) {
             return true;
         }
@@ -519,7 +528,12 @@ impl Connection {
                 }
             }
         }
-        !reads || repl.confirm_leadership().await
+        // Reads need proof that no newer leader had written before they ran. A majority
+        // of this term acknowledging an entry appended after them is that proof (any newer
+        // leader needs votes from a majority, and a voter that had voted for it would have
+        // refused the entry), so a batch whose own writes just committed skips the separate
+        // heartbeat round; a batch of only reads pays for one (batched across connections).
+        !reads || (wrote && ticket.seq > 0) || repl.confirm_leadership().await
     }
 
     fn protocol_error(&mut self, e: ProtocolError, out: &mut ReplyBuf) {
