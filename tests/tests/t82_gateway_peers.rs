@@ -432,3 +432,68 @@ fn mobile_originated_messages_and_webhook_receipts() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn three_embedded_pods_are_a_replicated_store_and_survive_losing_one() {
+    if !peers_available() {
+        return;
+    }
+    let dir = TempDir::new("gw-peers-embed3");
+    let vendor = Vendor::start(dir.path(), "v1", &["--accounts", "vendor:vpw"]);
+    let ports: Vec<String> = (0..3).map(|_| redoubt_tests::free_port().to_string()).collect();
+    let raft: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", redoubt_tests::free_port())).collect();
+    let members = (0..3).map(|i| format!("{}@{}", i + 1, raft[i])).collect::<Vec<_>>().join(",");
+    let pods: Vec<Pod> = (0..3)
+        .map(|i| {
+            let d = dir.path().join(format!("pod{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let args: Vec<String> = vec![
+                "--embed".into(),
+                "--port".into(),
+                ports[i].clone(),
+                "--dir".into(),
+                d.display().to_string(),
+                "--node-id".into(),
+                (i + 1).to_string(),
+                "--cluster".into(),
+                members.clone(),
+            ];
+            Pod::spawn(dir.path(), &format!("p{i}"), &args)
+        })
+        .collect();
+    // Configured through one pod; every pod sees it (the embedded nodes replicate it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, _) = pods[1].http("PUT", "/api/v1/routes/default", Some(r#"{"vendors":["v1"]}"#));
+        if code == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the embedded cluster never took a write");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    configure(&pods[1], &[vendor.port], 20);
+    for p in &pods {
+        p.wait_bound(&["v1"], Duration::from_secs(30));
+    }
+    let rx = pods[2].smpp.to_string();
+    let run = customer(
+        dir.path(),
+        "embed3",
+        &refs(&args(pods[0].smpp, &["--bind", "tx+rx", "--rx-port", &rx, "--count", "300", "--wait-dlr", "30"])),
+        Duration::from_secs(90),
+    );
+    assert!(run.ok, "{}\n{}", run.output, pods[0].log_text());
+    exactly_once(&pods[2], &run.acked_ids(), &run.receipts());
+    // One pod (and its node) dies; the other two keep a majority and keep working.
+    let mut pods = pods;
+    pods.remove(0).kill9();
+    let rx = pods[1].smpp.to_string();
+    let run = customer(
+        dir.path(),
+        "embed3-after",
+        &refs(&args(pods[0].smpp, &["--bind", "tx+rx", "--rx-port", &rx, "--count", "200", "--wait-dlr", "30"])),
+        Duration::from_secs(90),
+    );
+    assert!(run.ok, "{}\n{}", run.output, pods[0].log_text());
+    exactly_once(&pods[1], &run.acked_ids(), &run.receipts());
+}
