@@ -33,6 +33,7 @@ pub mod config;
 pub mod conn;
 pub mod cron;
 pub mod keyspace;
+pub mod logging;
 pub mod memory;
 pub mod replay;
 pub mod replication;

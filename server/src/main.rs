@@ -69,7 +69,7 @@ fn main() {
     let quiet_deps = if level == "debug" { String::new() } else { ",openraft=warn,sled=warn".to_string() };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level}{quiet_deps}")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    redoubt_server::logging::init(filter);
     redoubt_server::memory::mark_installed();
 
     // `io-threads` sizes the runtime: 1 (Redis's default) runs every connection on one
