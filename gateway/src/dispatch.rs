@@ -49,7 +49,7 @@ pub async fn run(gw: Arc<Gateway>) {
             continue;
         }
         let memo = crate::messages::memo_key(&gw.ids);
-        let ids = match gw.store.take(&gw.pod, room, &memo).await {
+        let taken = match gw.store.take_messages(&gw.pod, room, &memo).await {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::warn!(error = %e, "queue unavailable");
@@ -57,15 +57,15 @@ pub async fn run(gw: Arc<Gateway>) {
                 continue;
             }
         };
-        if ids.is_empty() {
+        if taken.is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
-        for id in ids {
+        for (id, m) in taken {
             let Ok(permit) = leased.clone().acquire_owned().await else { return };
             let gw = gw.clone();
             tokio::spawn(async move {
-                send(&gw, &id).await;
+                send(&gw, &id, m).await;
                 drop(permit);
             });
         }
@@ -76,24 +76,15 @@ pub async fn run(gw: Arc<Gateway>) {
 
 /// Sends one leased message; returns when it is with a vendor, finally failed, or handed
 /// back because this pod's lease went stale.
-async fn send(gw: &Gateway, id: &str) {
+async fn send(gw: &Gateway, id: &str, m: Option<Queued>) {
     if !gw.lease_fresh() {
         let _ = gw.store.message_back(&gw.pod, id).await;
         return;
     }
-    let m = loop {
-        match gw.store.load(id).await {
-            Ok(Some(m)) => break m,
-            Ok(None) => {
-                // Expired (past the message TTL) or never written: nothing to send.
-                let _ = gw.store.call(&["LREM", &crate::messages::inflight_key(&gw.pod), "1", id]).await;
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(%id, error = %e, "cannot load a leased message");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
+    let Some(m) = m else {
+        // Expired (past the message TTL) or never written: nothing to send.
+        let _ = gw.store.call(&["LREM", &crate::messages::inflight_key(&gw.pod), "1", id]).await;
+        return;
     };
     let give_up_at = m.accepted_at + gw.settings.undeliverable_after_ms as i64;
     let mut refused: HashSet<String> = HashSet::new();

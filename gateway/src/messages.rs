@@ -141,6 +141,33 @@ return ids
     )
 });
 
+/// [`TAKE`] for messages, returning each message's fields with its id (one round trip
+/// instead of a lease and a read per message). The message keys are computed in the script
+/// from the ids, which only a standalone (non-Redis-Cluster) server allows, as redoubt is.
+static TAKE_MESSAGES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS: queue, in-flight list, memo. ARGV: n
+local ids
+local memo = redis.call('GET', KEYS[3])
+if memo then
+  ids = cjson.decode(memo)
+else
+  ids = redis.call('LPOP', KEYS[1], ARGV[1])
+  if not ids then return {} end
+  redis.call('RPUSH', KEYS[2], unpack(ids))
+  redis.call('SET', KEYS[3], cjson.encode(ids), 'PX', 60000)
+end
+local out = {}
+for _, id in ipairs(ids) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HMGET', 'gw:msg:' .. id, 'customer', 'src', 'dst', 'rd', 'pdu', 'at')
+end
+return out
+"#,
+    )
+});
+
 /// A key naming one logical call, for scripts whose retry must not repeat their effect.
 pub fn memo_key(ids: &IdGen) -> String {
     format!("gw:memo:{}", ids.next())
@@ -300,10 +327,22 @@ impl Store {
         })
     }
 
-    /// Leases up to `n` queued message ids for `pod`.
-    pub async fn take(&self, pod: &str, n: usize, memo: &str) -> Result<Vec<String>> {
-        let v = self.script(&TAKE, &[QUEUE, &inflight_key(pod), memo], &[n.to_string()]).await?;
-        Ok(strings(v))
+    /// Leases up to `n` queued messages for `pod`, with what sending them needs: `None` for a
+    /// message that expired while queued.
+    pub async fn take_messages(&self, pod: &str, n: usize, memo: &str) -> Result<Vec<(String, Option<Queued>)>> {
+        let v = self.script(&TAKE_MESSAGES, &[QUEUE, &inflight_key(pod), memo], &[n.to_string()]).await?;
+        let Value::Array(items) = v else { return Ok(Vec::new()) };
+        let mut out = Vec::with_capacity(items.len() / 2);
+        let mut it = items.into_iter();
+        while let (Some(id), Some(fields)) = (it.next(), it.next()) {
+            let Some(id) = id.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned()) else { continue };
+            let m = match fields {
+                Value::Array(f) => queued_from(&id, &f),
+                _ => None,
+            };
+            out.push((id, m));
+        }
+        Ok(out)
     }
 
     /// Puts every lease of `pod` back on the queue (the pod died, or is starting again).
@@ -343,23 +382,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// Loads what a pod needs to send a leased message; `None` if it expired meanwhile.
-    pub async fn load(&self, id: &str) -> Result<Option<Queued>> {
-        let v = self.call(&["HMGET", &msg_key(id), "customer", "src", "dst", "rd", "pdu", "at"]).await?;
-        let Value::Array(f) = v else { return Ok(None) };
-        let text = |i: usize| f.get(i).and_then(|v| v.as_bytes()).map(|b| String::from_utf8_lossy(b).into_owned());
-        let (Some(customer), Some(body)) = (text(0), f.get(4).and_then(|v| v.as_bytes())) else { return Ok(None) };
-        Ok(Some(Queued {
-            id: id.to_string(),
-            customer,
-            source: text(1).unwrap_or_default(),
-            destination: text(2).unwrap_or_default(),
-            registered_delivery: text(3).and_then(|s| s.parse().ok()).unwrap_or(0),
-            body: body.to_vec(),
-            accepted_at: text(5).and_then(|s| s.parse().ok()).unwrap_or(0),
-        }))
     }
 
     /// Records the vendor's acceptance; returns receipts that arrived first.
@@ -495,6 +517,21 @@ impl Store {
         self.call(&["RPUSH", &key, &format!("{} {event}", now_ms())]).await?;
         Ok(())
     }
+}
+
+/// A message from its fields `customer src dst rd pdu at`; `None` if it is gone.
+fn queued_from(id: &str, f: &[Value]) -> Option<Queued> {
+    let text = |i: usize| f.get(i).and_then(|v| v.as_bytes()).map(|b| String::from_utf8_lossy(b).into_owned());
+    let (Some(customer), Some(body)) = (text(0), f.get(4).and_then(|v| v.as_bytes())) else { return None };
+    Some(Queued {
+        id: id.to_string(),
+        customer,
+        source: text(1).unwrap_or_default(),
+        destination: text(2).unwrap_or_default(),
+        registered_delivery: text(3).and_then(|s| s.parse().ok()).unwrap_or(0),
+        body: body.to_vec(),
+        accepted_at: text(5).and_then(|s| s.parse().ok()).unwrap_or(0),
+    })
 }
 
 /// A leased message, ready to go to a vendor.
