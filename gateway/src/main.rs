@@ -10,8 +10,6 @@
 //! (`--config FILE`, one `name value` per line, `#` comments, the flag names without `--`).
 //! Precedence: command line, then environment, then file.
 
-use std::time::Duration;
-
 use clap::Parser;
 use redoubt_gateway::{Gateway, Settings};
 use redoubt_server::memory::CountingAlloc;
@@ -133,7 +131,7 @@ async fn serve(args: Args) -> Result<(), String> {
     }
     let mut state = args.state.clone();
     // Keeps the embedded node alive for the life of the process.
-    let mut _node = None;
+    let mut node = None;
     if args.embed {
         let mut sargs = vec!["--port".to_string(), args.port.to_string(), "--bind".into(), args.bind.clone()];
         if let Some(d) = &args.dir {
@@ -147,11 +145,11 @@ async fn serve(args: Args) -> Result<(), String> {
         }
         let config = redoubt_server::Config::from_args(&sargs).map_err(|e| format!("embedded node: {e}"))?;
         let addr = format!("{}:{}", args.bind, args.port);
-        let node = redoubt_server::start(&addr, config).await.map_err(|e| format!("embedded node: {e:#}"))?;
-        tracing::info!(addr = %node.addr, "embedded redoubt node started");
+        let handle = redoubt_server::start(&addr, config).await.map_err(|e| format!("embedded node: {e:#}"))?;
+        tracing::info!(addr = %handle.addr, "embedded redoubt node started");
         // The local node first: it forwards writes to the leader itself.
-        state.insert(0, format!("127.0.0.1:{}", node.addr.port()));
-        _node = Some(node);
+        state.insert(0, format!("127.0.0.1:{}", handle.addr.port()));
+        node = Some(handle);
     }
     if state.is_empty() {
         return Err("--state (or --embed) is required: where the gateway keeps its state".into());
@@ -182,19 +180,14 @@ async fn serve(args: Args) -> Result<(), String> {
         undeliverable_after_ms: args.undeliverable_after * 1000,
     };
     let gw = Gateway::new(settings);
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    };
+    let shutdown = redoubt_server::shutdown_signal();
     tokio::select! {
         r = gw.run(smpp, http) => r.map_err(|e| e.to_string()),
         _ = shutdown => {
-            tracing::info!("shutting down");
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {}).await;
+            // The embedded node flushes its log and stops its Raft tasks before the process ends.
+            if let Some(node) = node.take() {
+                node.shutdown().await;
+            }
             Ok(())
         }
     }

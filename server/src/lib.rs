@@ -128,6 +128,17 @@ pub async fn run_shared(
     result
 }
 
+/// Resolves on SIGINT or SIGTERM: how a binary (redoubt, or a process embedding it) is told
+/// to stop.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("received shutdown signal");
+}
+
 /// A server running on a background task: the embedding entry point.
 pub struct Handle {
     pub addr: std::net::SocketAddr,

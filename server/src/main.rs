@@ -112,14 +112,5 @@ async fn serve(config: redoubt_server::Config) -> anyhow::Result<()> {
     }
     let listener = listener.ok_or_else(|| anyhow::anyhow!("no bind address usable: {last_err:?}"))?;
     tracing::info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "redoubt ready to accept connections");
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("received shutdown signal");
-    };
-    redoubt_server::run(listener, config, shutdown).await
+    redoubt_server::run(listener, config, redoubt_server::shutdown_signal()).await
 }
